@@ -1,0 +1,154 @@
+"""The topic catalogue: names, partitions, retention and value schemas of every topic.
+
+The catalogue lives in ``topics/catalogue.json`` at the top of the repository
+(installed copies carry it under ``share/babybear-streamer/topics``).
+
+>>> cat = Catalogue.load()
+>>> cat["events"].partitions >= 1
+True
+>>> cat["events"].validate({"id": "1", "text": "fine"}) is None
+True
+>>> cat["events"].validate({"id": "", "text": "x"})
+'data.id must be longer than or equal to 1 characters'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+log = logging.getLogger(__name__)
+
+EVENTS = "events"
+ESCALATIONS = "escalations"
+LABELS = "labels"
+PREDICTIONS = "predictions"
+DEAD_LETTER = "dead-letter"
+REQUIRED_TOPICS = (EVENTS, ESCALATIONS, LABELS, PREDICTIONS, DEAD_LETTER)
+
+
+class CatalogueError(RuntimeError):
+    """The catalogue file is missing or malformed, or the broker disagrees with it."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the catalogue."""
+
+    name: str
+    partitions: int
+    key: str
+    cleanup_policy: str
+    retention_ms: int
+    value_schema: dict[str, Any]
+    description: str = ""
+    _validator: Callable[[Any], Any] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+
+    def validate(self, value: Any) -> str | None:
+        """``None`` when ``value`` matches the schema, else the first error as text."""
+        try:
+            self._validator(value)
+        except fastjsonschema.JsonSchemaException as exc:
+            return str(exc.message)
+        return None
+
+    def topic_configs(self) -> dict[str, str]:
+        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+
+
+class Catalogue:
+    """All topics, loaded from the catalogue file."""
+
+    def __init__(self, specs: dict[str, TopicSpec], path: Path) -> None:
+        missing = [name for name in REQUIRED_TOPICS if name not in specs]
+        if missing:
+            raise CatalogueError(f"{path}: the catalogue lacks required topics {missing}")
+        self.specs = specs
+        self.path = path
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "Catalogue":
+        path = path or default_catalogue_path()
+        try:
+            doc = orjson.loads(path.read_bytes())
+        except FileNotFoundError as exc:
+            raise CatalogueError(f"topic catalogue not found at {path}") from exc
+        except orjson.JSONDecodeError as exc:
+            raise CatalogueError(f"{path} is not valid JSON: {exc}") from exc
+        specs = {}
+        for name, raw in doc.get("topics", {}).items():
+            try:
+                specs[name] = TopicSpec(
+                    name=name,
+                    partitions=int(raw["partitions"]),
+                    key=str(raw.get("key", "")),
+                    cleanup_policy=str(raw.get("cleanup_policy", "delete")),
+                    retention_ms=int(raw.get("retention_ms", 604800000)),
+                    value_schema=raw["value_schema"],
+                    description=str(raw.get("description", "")),
+                    _validator=fastjsonschema.compile(raw["value_schema"]),
+                )
+            except (KeyError, TypeError, ValueError, fastjsonschema.JsonSchemaDefinitionException) as exc:
+                raise CatalogueError(f"{path}: topic {name!r} is malformed: {exc!r}") from exc
+        return cls(specs, path)
+
+    def __getitem__(self, name: str) -> TopicSpec:
+        return self.specs[name]
+
+    def __iter__(self) -> Iterator[TopicSpec]:
+        return iter(self.specs.values())
+
+
+def default_catalogue_path() -> Path:
+    """``topics/catalogue.json`` of the checkout, else the installed copy."""
+    candidates = [
+        Path(__file__).resolve().parent.parent / "topics" / "catalogue.json",
+        Path(sys.prefix) / "share" / "babybear-streamer" / "topics" / "catalogue.json",
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return candidates[0]
+
+
+async def create_topics(catalogue: Catalogue, bootstrap: str, client_options: dict[str, Any] | None = None,
+                        timeout: float = 30.0) -> dict[str, str]:
+    """Create every catalogue topic that the broker lacks; check those that exist.
+
+    Returns ``{topic: "created" | "exists"}``. Raises :class:`CatalogueError` when an
+    existing topic has a partition count other than the catalogue's.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
+                                **(client_options or {}))
+    await asyncio.wait_for(admin.start(), timeout)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in catalogue if spec.name not in existing]
+        if missing:
+            await admin.create_topics([
+                NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.topic_configs()) for spec in missing
+            ])
+        result = {spec.name: ("created" if spec in missing else "exists") for spec in catalogue}
+        described = await admin.describe_topics([spec.name for spec in catalogue])
+        for topic in described:
+            name = topic["topic"]
+            want = catalogue[name].partitions
+            got = len(topic.get("partitions", []))
+            if got != want:
+                raise CatalogueError(
+                    f"topic {name!r} has {got} partitions on the broker but the catalogue says {want}; "
+                    "delete it or use a fresh broker"
+                )
+        return result
+    finally:
+        await admin.close()

