@@ -12,16 +12,16 @@ the event was routed (``observe``) and exposes the current ``threshold``.
   threshold, and keeps the lowest threshold whose estimate holds the target.
 
 >>> p = OnlinePolicy(target=0.9, audit_rate=0.1, initial_threshold=0.9, update_every=1)
->>> for conf, agree in [(0.95, True)] * 90 + [(0.6, False)] * 10:
+>>> for conf, agree in [(0.95, True)] * 85 + [(0.6, False)] * 15:
+...     p.record(conf)
 ...     p.observe(conf, agree, weight=1.0, reason="low_confidence")
->>> p.threshold
-0.95
->>> round(p.estimated_agreement(0.6), 2)
-0.9
+>>> p.threshold, p.estimated_agreement()
+(0.95, 1.0)
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from typing import Protocol
 
@@ -40,6 +40,9 @@ class ThresholdPolicy(Protocol):
 
     @property
     def audit_rate(self) -> float: ...
+
+    def record(self, confidence: float) -> None:
+        """The student's confidence for one routed event (after warm-up)."""
 
     def observe(self, confidence: float, agree: bool, weight: float, reason: str) -> None:
         """One teacher label: the student's confidence at routing time and whether it agreed."""
@@ -60,6 +63,9 @@ class FixedPolicy:
     @property
     def audit_rate(self) -> float:
         return 0.0
+
+    def record(self, confidence: float) -> None:
+        return None
 
     def observe(self, confidence: float, agree: bool, weight: float, reason: str) -> None:
         return None
@@ -90,6 +96,9 @@ class PaperPolicy:
     @property
     def audit_rate(self) -> float:
         return 0.0
+
+    def record(self, confidence: float) -> None:
+        return None
 
     @property
     def calibrated(self) -> bool:
@@ -126,27 +135,35 @@ class PaperPolicy:
 class OnlinePolicy:
     """Holds the cascade's estimated agreement with the teacher at ``target``.
 
-    Each observation carries an inverse-probability ``weight``: 1 for an event that
-    was escalated for low confidence (all of those are labelled), ``1 / audit_rate``
-    for an audited event (it stands for all the unaudited answers like it). With
-    those weights, for a candidate threshold ``t`` the share of events the student
-    would answer wrongly is ``sum(w, conf >= t, disagree) / sum(w)``, so the policy
-    can pick the lowest threshold whose estimated agreement stays at the target.
+    The student reports the confidence of every event it routes (``record``), and
+    each teacher label comes back with the student's routed guess (``observe``).
+    Labels of low-confidence escalations cover confidences below the threshold;
+    a random audit of ``audit_rate`` of the would-be answers covers those above.
+    Every label carries an inverse-probability ``weight`` (1, or ``1/audit_rate``
+    for an audit), so a weighted, monotone (isotonic) fit over confidence bins
+    estimates the student's agreement at each confidence level. The expected
+    agreement at a candidate threshold is then the mean over recent events of
+    "escalated, or answered and right", and the policy keeps the lowest threshold
+    whose expected agreement holds the target.
     """
 
     name = "online"
 
     def __init__(self, target: float, audit_rate: float = 0.05, initial_threshold: float = 0.9,
-                 window: int = 2000, update_every: int = 20, margin: float = 0.0) -> None:
+                 window: int = 5000, label_window: int = 3000, bins: int = 50, update_every: int = 50,
+                 margin: float = 0.0) -> None:
         if not 0.0 < audit_rate <= 1.0:
             raise ValueError("the online policy needs an audit rate in (0, 1]")
         self.target = target
         self.margin = margin
+        self.bins = bins
         self._audit_rate = audit_rate
         self._threshold = initial_threshold
-        self.window: deque[tuple[float, bool, float]] = deque(maxlen=window)
+        self.confidences: deque[float] = deque(maxlen=window)
+        self.labelled: deque[tuple[float, bool, float]] = deque(maxlen=label_window)
         self.update_every = update_every
         self._since_update = 0
+        self._estimate: float | None = None
 
     @property
     def threshold(self) -> float:
@@ -156,48 +173,87 @@ class OnlinePolicy:
     def audit_rate(self) -> float:
         return self._audit_rate
 
+    def record(self, confidence: float) -> None:
+        """The student's confidence for one routed event (after warm-up)."""
+        self.confidences.append(confidence)
+
     def observe(self, confidence: float, agree: bool, weight: float, reason: str) -> None:
         if reason in UNINFORMATIVE_REASONS:
             return
-        self.window.append((confidence, agree, weight))
+        self.labelled.append((confidence, agree, weight))
         self._since_update += 1
         if self._since_update >= self.update_every:
             self._since_update = 0
-            self._threshold = self.pick_threshold()
+            self._threshold, self._estimate = self.pick_threshold()
 
-    def estimated_agreement(self, threshold: float | None = None) -> float | None:
-        """Estimated cascade agreement with the teacher at ``threshold`` (current by default)."""
-        t = self._threshold if threshold is None else threshold
-        total = sum(w for _, _, w in self.window)
-        if total == 0:
-            return None
-        wrong = sum(w for conf, agree, w in self.window if conf >= t and not agree)
-        return 1.0 - wrong / total
+    def estimated_agreement(self) -> float | None:
+        """The expected cascade agreement with the teacher at the current threshold."""
+        return self._estimate
 
-    def pick_threshold(self) -> float:
-        """The lowest observed confidence at which the estimated agreement holds the target."""
-        if not self.window:
-            return self._threshold
+    def calibration(self) -> tuple[list[float], list[float], list[int]]:
+        """Bin lower edges, the fitted agreement of each bin, and the recent events in each bin."""
+        confs = sorted(self.confidences)
+        n = len(confs)
+        edges = sorted({confs[(k * n) // self.bins] for k in range(self.bins)}) if n else [0.0]
+        edges[0] = 0.0
+        counts = [0] * len(edges)
+        for c in confs:
+            counts[bisect.bisect_right(edges, c) - 1] += 1
+        agree_w = [0.0] * len(edges)
+        total_w = [0.0] * len(edges)
+        for c, agree, w in self.labelled:
+            b = bisect.bisect_right(edges, c) - 1
+            total_w[b] += w
+            agree_w[b] += w if agree else 0.0
+        return edges, isotonic(agree_w, total_w), counts
+
+    def pick_threshold(self) -> tuple[float, float | None]:
+        """The lowest bin edge whose expected agreement holds the target, and that agreement."""
+        if not self.confidences or not self.labelled:
+            return self._threshold, None
+        edges, fitted, counts = self.calibration()
+        n = sum(counts)
         goal = self.target + self.margin
-        ordered = sorted(self.window, key=lambda r: r[0], reverse=True)
-        total = sum(w for _, _, w in ordered)
-        allowed_wrong = (1.0 - goal) * total
         wrong = 0.0
-        best = 1.0 + 1e-9  # answer nothing if even the most confident guesses are too often wrong
-        i = 0
-        while i < len(ordered):
-            conf = ordered[i][0]
-            # take every record with this same confidence together
-            j = i
-            while j < len(ordered) and ordered[j][0] == conf:
-                if not ordered[j][1]:
-                    wrong += ordered[j][2]
-                j += 1
-            if wrong > allowed_wrong:
+        best, best_agreement = 1.0 + 1e-9, 1.0  # answer nothing if even the top bin is too often wrong
+        for b in range(len(edges) - 1, -1, -1):
+            wrong += counts[b] * (1.0 - fitted[b])
+            if 1.0 - wrong / n < goal:
                 break
-            best = conf
-            i = j
-        return best
+            best, best_agreement = edges[b], 1.0 - wrong / n
+        return best, best_agreement
+
+
+def isotonic(agree_w: list[float], total_w: list[float]) -> list[float]:
+    """Weighted non-decreasing fit of ``agree_w / total_w`` (pool adjacent violators); empty bins borrow.
+
+    >>> isotonic([1, 3, 1, 0], [2, 4, 2, 0])
+    [0.5, 0.6666666666666666, 0.6666666666666666, 0.6666666666666666]
+    """
+    blocks: list[list[float]] = []  # [sum agree, sum weight, first bin, last bin]
+    for i, (a, w) in enumerate(zip(agree_w, total_w)):
+        if w <= 0:
+            continue
+        blocks.append([a, w, i, i])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            a2, w2, _, last = blocks.pop()
+            blocks[-1][0] += a2
+            blocks[-1][1] += w2
+            blocks[-1][3] = last
+    if not blocks:
+        return [1.0] * len(agree_w)
+    fitted = [0.0] * len(agree_w)
+    for a, w, first, last in blocks:
+        for i in range(first, last + 1):
+            fitted[i] = a / w
+    # bins without labels take the nearest fitted bin below them (the first ones take the lowest block)
+    value = blocks[0][0] / blocks[0][1]
+    for i, w in enumerate(total_w):
+        if fitted[i] == 0.0 and w <= 0:
+            fitted[i] = value
+        else:
+            value = fitted[i]
+    return fitted
 
 
 def build_policy(name: str, *, threshold: float, target: float, audit_rate: float,

@@ -49,6 +49,7 @@ class Triage:
         threshold = self.policy.threshold
         if self.student.version < self.warmup_labels or label is None:
             return Route(label, confidence, True, REASON_WARMUP, 1.0, threshold)
+        self.policy.record(confidence)
         if confidence < threshold:
             return Route(label, confidence, True, REASON_LOW_CONFIDENCE, 1.0, threshold)
         rate = self.policy.audit_rate
