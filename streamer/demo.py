@@ -187,15 +187,22 @@ def progress_line(tally: Tally, started: float, target: float) -> str:
             f"(last 500) | agreement {agree_text} (target {target:.2f}) | threshold {threshold}")
 
 
-async def stream_and_collect(settings: Settings, examples: list[Example], rate: float, workers: WorkerProcesses,
-                             timeout: float, show_progress: bool) -> tuple[Tally, float]:
+async def stream_and_collect(settings: Settings, examples: list[Example], rate: float, max_in_flight: int,
+                             workers: WorkerProcesses, timeout: float, show_progress: bool) -> tuple[Tally, float]:
     run_id = uuid.uuid4().hex[:8]
     events = list(events_from_examples(examples, id_prefix=f"{run_id}-"))
     tally = Tally(expected={e["id"]: e["gold_label"] for e in events},
                   order={e["id"]: i for i, e in enumerate(events)})
     started = time.perf_counter()
-    producer = asyncio.create_task(
-        produce(settings, EVENTS, (orjson.dumps(e) for e in events), rate=rate, total=len(events), progress=False))
+
+    async def wait_turn(sent: int) -> None:
+        while max_in_flight and sent - len(tally.predictions) >= max_in_flight:
+            await asyncio.sleep(0.002)
+
+    producer = asyncio.create_task(produce(settings, EVENTS, (orjson.dumps(e) for e in events), rate=rate,
+                                           total=len(events), progress=False, wait_turn=wait_turn))
+
+    tty = sys.stderr.isatty()
 
     async def collect() -> None:
         last_print = 0.0
@@ -203,11 +210,12 @@ async def stream_and_collect(settings: Settings, examples: list[Example], rate: 
             if value is not None:
                 tally.add(orjson.loads(value))
             now = time.perf_counter()
-            if now - last_print > 0.5:
+            if now - last_print > (0.5 if tty else 3.0):
                 last_print = now
                 workers.check_alive()
                 if show_progress:
-                    print("\r" + progress_line(tally, started, settings.target), end="", file=sys.stderr, flush=True)
+                    print(("\r" if tty else "") + progress_line(tally, started, settings.target),
+                          end="" if tty else "\n", file=sys.stderr, flush=True)
             if len(tally.predictions) >= len(tally.expected):
                 return
 
@@ -217,13 +225,17 @@ async def stream_and_collect(settings: Settings, examples: list[Example], rate: 
         pass
     finally:
         if show_progress:
-            print("\r" + progress_line(tally, started, settings.target), file=sys.stderr, flush=True)
-        await producer
+            print(("\r" if tty else "") + progress_line(tally, started, settings.target), file=sys.stderr, flush=True)
+        producer.cancel()
+        try:
+            await producer
+        except asyncio.CancelledError:
+            pass
     return tally, time.perf_counter() - started
 
 
 def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: int | None = None,
-             rate: float = 150.0, broker_given: bool = False, teacher_steps: int = 300,
+             rate: float = 0.0, max_in_flight: int = 200, broker_given: bool = False, teacher_steps: int = 300,
              timeout: float | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Run the whole cascade once and return the report."""
     teacher_model = ensure_teacher(settings, dataset, teacher_steps)
@@ -244,16 +256,19 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
         workers.start("teacher")
         print(f"Starting a student and a teacher worker (logs in {run_dir}) ...", file=sys.stderr)
         workers.wait_ready()
-        print(f"Streaming {len(examples)} {dataset} events at up to {rate:g}/s ...", file=sys.stderr)
-        budget = timeout or max(120.0, 3 * len(examples) / max(rate, 1.0) + 120.0)
-        tally, seconds = asyncio.run(stream_and_collect(settings, examples, rate, workers, budget, show_progress))
+        pacing = f"at up to {rate:g}/s" if rate else "as fast as the cascade answers"
+        print(f"Streaming {len(examples)} {dataset} events {pacing} (at most {max_in_flight} unanswered) ...",
+              file=sys.stderr)
+        budget = timeout or max(300.0, len(examples) / 5.0)
+        tally, seconds = asyncio.run(stream_and_collect(settings, examples, rate, max_in_flight, workers, budget,
+                                                        show_progress))
     finally:
         workers.stop()
         if broker is not None:
             broker.stop()
     report = tally.report(seconds)
     report.update(dataset=dataset, teacher_model=teacher_model, policy=settings.policy, target=settings.target,
-                  rate_limit=rate, logs=str(run_dir))
+                  rate_limit=rate or None, max_in_flight=max_in_flight, logs=str(run_dir))
     return report
 
 

@@ -6,7 +6,7 @@ import asyncio
 import csv
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -50,8 +50,11 @@ def event_key(value: bytes) -> bytes | None:
 
 async def produce(settings: Settings, topic: str, values: Iterable[bytes], *, rate: float = 0.0,
                   total: int | None = None, progress: bool = True,
-                  on_sent: Any = None) -> int:
-    """Send ``values`` to ``topic`` (keyed by event id), at most ``rate`` per second (0: unpaced)."""
+                  wait_turn: Callable[[int], Awaitable[None]] | None = None) -> int:
+    """Send ``values`` to ``topic`` (keyed by event id), at most ``rate`` per second (0: unpaced).
+
+    ``wait_turn(sent)``, when given, is awaited before each send (closed-loop pacing).
+    """
     from tqdm import tqdm
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5,
@@ -62,10 +65,10 @@ async def produce(settings: Settings, topic: str, values: Iterable[bytes], *, ra
     started = time.perf_counter()
     try:
         for value in values:
+            if wait_turn is not None:
+                await wait_turn(sent)
             await producer.send(topic, value=value, key=event_key(value))
             sent += 1
-            if on_sent is not None:
-                on_sent(value)
             if sent % 100 == 0:
                 bar.update(100)
             if rate > 0:
