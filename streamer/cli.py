@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["train"])
     _common(p)
     _data_source(p, None)
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 300; 80 for bbc_news)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=8e-5)
     p.add_argument("--max-length", type=int, default=128)
@@ -89,9 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-in-flight", type=int, default=200,
                    help="most events awaiting an answer before the feed waits (default 200; 0: no limit)")
     p.add_argument("--teacher-model", help="use this teacher instead of the default trained one")
-    p.add_argument("--teacher-steps", type=int, default=300, help="training steps if the teacher is missing")
+    p.add_argument("--teacher-steps", type=int, help="training steps if the teacher is missing")
     p.add_argument("--timeout", type=float, help="give up waiting for answers after this many seconds")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
+
+    p = sub.add_parser("evaluate", help="replay a labelled dataset through the cascade and report its figures")
+    _common(p)
+    _triage_flags(p)
+    _data_source(p, None)
+    p.add_argument("--events", type=int, help="use at most this many events")
+    p.add_argument("--teacher-model", help="teacher to evaluate against (default: the trained one for the dataset)")
+    p.add_argument("--sweep", action="store_true", help="one run per target from 0.85 to 0.99")
+    p.add_argument("--plot", type=Path, help="draw the run (or the sweep's trade-off curve) to this PNG")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
     return parser
 
 
@@ -194,7 +204,7 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.datasets import load_examples
-    from streamer.training import train_teacher
+    from streamer.training import DEFAULT_STEPS, train_teacher
 
     if args.file is not None:
         examples, name = load_examples(file=args.file, split="all"), args.file.stem
@@ -202,9 +212,10 @@ def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
         name = args.dataset or "rotten_tomatoes"
         examples = load_examples(name, split="teacher")
     out = args.output or settings.default_teacher_dir(name)
-    print(f"Fine-tuning all-MiniLM-L6-v2 on {len(examples)} examples of {name} ({args.steps} steps) ...",
+    print(f"Fine-tuning all-MiniLM-L6-v2 on {len(examples)} examples of {name} ...",
           file=sys.stderr)
-    result = train_teacher(examples, out, dataset=name, steps=args.steps, batch_size=args.batch_size,
+    steps = args.steps or DEFAULT_STEPS.get(name, 300)
+    result = train_teacher(examples, out, dataset=name, steps=steps, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, max_length=args.max_length)
     print(f"Saved teacher {result.version} to {result.model_dir}")
     print(f"Held-out accuracy: {result.heldout_accuracy:.4f} on {result.heldout_examples} examples "
@@ -225,8 +236,45 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report["missing"] == 0 and report["duplicates"] == 0 else 1
 
 
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from streamer import evaluate
+    from streamer.datasets import load_examples
+    from streamer.training import ensure_teacher
+
+    if args.file is not None:
+        if not settings.teacher_model:
+            print("streamer: --file needs --teacher-model (train one with `streamer teacher train --file`)",
+                  file=sys.stderr)
+            return 2
+        name, examples = args.file.stem, load_examples(file=args.file, split="all", limit=args.events)
+    else:
+        name = args.dataset or "rotten_tomatoes"
+        examples = load_examples(name, split="stream", limit=args.events)
+    teacher_model = ensure_teacher(settings, name)
+    labels = evaluate.teacher_labels(teacher_model, examples, Path(settings.data_dir) / "cache",
+                                     device=settings.teacher_device, max_length=settings.teacher_max_length)
+    if args.sweep:
+        results = evaluate.sweep(examples, labels, settings)
+    else:
+        results = [evaluate.replay(examples, labels, settings)]
+    print(f"{name}: {len(examples)} events, teacher {teacher_model}")
+    print(evaluate.format_table(results))
+    if args.plot:
+        title = f"{name}, {settings.policy} policy"
+        if args.sweep:
+            evaluate.plot_sweep(results, args.plot, title)
+        else:
+            evaluate.plot_run(results[0], args.plot, f"{title}, target {settings.target:.2f}")
+        print(f"plot written to {args.plot}")
+    if args.json:
+        body: Any = [r.summary() for r in results] if args.sweep else results[0].summary()
+        print(orjson.dumps({"dataset": name, "teacher_model": teacher_model, "results": body}).decode())
+    return 0
+
+
 COMMANDS = {"broker": cmd_broker, "topics": cmd_topics, "worker": cmd_worker, "produce": cmd_produce,
-            "tail": cmd_tail, "teacher": cmd_teacher, "demo": cmd_demo}
+            "tail": cmd_tail, "teacher": cmd_teacher, "demo": cmd_demo,
+            "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

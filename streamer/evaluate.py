@@ -1,0 +1,184 @@
+"""``streamer evaluate``: replay a labelled dataset through the cascade and measure it.
+
+The replay runs in process, for speed, through the same :class:`~streamer.triage.Triage`
+(student, threshold policy, warm-up, audit) the student worker runs. The teacher
+labels every event once (cached on disk per teacher and dataset) so teacher-only
+accuracy and the cascade's true agreement with the teacher are exact. Feedback is
+immediate: an escalated event's label is learned before the next event is routed
+(a live stream learns slightly later, see ``streamer demo``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamer.datasets import Example
+from streamer.policies import build_policy
+from streamer.settings import Settings
+from streamer.student import Student
+from streamer.triage import Triage
+
+SWEEP_TARGETS = tuple(round(0.85 + 0.01 * i, 2) for i in range(15))
+
+
+@dataclass
+class EvalResult:
+    """The figures of one replay."""
+
+    events: int
+    policy: str
+    target: float
+    teacher_calls: int
+    teacher_calls_saved_pct: float
+    audits: int
+    agreement_with_teacher: float
+    agreement_second_half: float
+    accuracy_cascade: float
+    accuracy_teacher_only: float
+    accuracy_student_only: float
+    final_threshold: float
+    curve: dict[str, list[float]] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("curve")
+        return out
+
+
+def teacher_labels(teacher_model: str, examples: list[Example], cache_dir: Path, *, device: str = "auto",
+                   max_length: int = 128, progress: bool = True) -> list[str]:
+    """The teacher's label for every example, computed once and cached on disk."""
+    from streamer.teacher import Teacher, read_meta
+
+    meta = read_meta(Path(teacher_model)) if Path(teacher_model).is_dir() else {}
+    digest = hashlib.sha256()
+    digest.update(f"{teacher_model}|{meta.get('version')}|{max_length}".encode())
+    for ex in examples:
+        digest.update(ex.id.encode() + b"\0" + ex.text.encode() + b"\0")
+    cache = cache_dir / f"teacher-labels-{digest.hexdigest()[:20]}.json"
+    if cache.is_file():
+        return orjson.loads(cache.read_bytes())
+    from tqdm import tqdm
+
+    teacher = Teacher(teacher_model, device=device, max_length=max_length, batch_size=64)
+    labels: list[str] = []
+    chunk = 512
+    with tqdm(total=len(examples), desc="teacher labels (once, cached)", unit="ev", disable=not progress,
+              file=sys.stderr) as bar:
+        for start in range(0, len(examples), chunk):
+            part = examples[start:start + chunk]
+            labels.extend(label for label, _ in teacher.predict([e.text for e in part]))
+            bar.update(len(part))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(orjson.dumps(labels))
+    return labels
+
+
+def replay(examples: list[Example], labels: list[str], settings: Settings, *, window: int = 500) -> EvalResult:
+    """Route every example through a fresh student and policy; learn each escalated event's teacher label."""
+    policy = build_policy(settings.policy, threshold=settings.threshold, target=settings.target,
+                          audit_rate=settings.audit_rate, calibration_events=settings.calibration_events)
+    triage = Triage(Student(), policy, warmup_labels=settings.warmup_labels, seed=settings.seed)
+    n = len(examples)
+    calls = audits = agree = correct = student_correct = teacher_correct = agree_second = 0
+    recent_calls: deque[int] = deque(maxlen=window)
+    recent_agree: deque[int] = deque(maxlen=window)
+    curve: dict[str, list[float]] = {"events": [], "teacher_call_share": [], "agreement": [], "threshold": []}
+    for i, (ex, teacher_label) in enumerate(zip(examples, labels)):
+        route = triage.route(ex.text)
+        if route.escalate:
+            answer = teacher_label
+            calls += 1
+            audits += route.reason == "audit"
+            triage.learn(ex.text, teacher_label, student_label=route.label, student_confidence=route.confidence,
+                         weight=route.weight, reason=route.reason)
+        else:
+            answer = route.label
+        agrees = answer == teacher_label
+        agree += agrees
+        if i >= n // 2:
+            agree_second += agrees
+        correct += answer == ex.label
+        student_correct += route.label == ex.label
+        teacher_correct += teacher_label == ex.label
+        recent_calls.append(route.escalate)
+        recent_agree.append(agrees)
+        if (i + 1) % 50 == 0 or i + 1 == n:
+            curve["events"].append(i + 1)
+            curve["teacher_call_share"].append(sum(recent_calls) / len(recent_calls))
+            curve["agreement"].append(sum(recent_agree) / len(recent_agree))
+            curve["threshold"].append(min(policy.threshold, 1.0))
+    return EvalResult(
+        events=n, policy=settings.policy, target=settings.target, teacher_calls=calls,
+        teacher_calls_saved_pct=round(100.0 * (1 - calls / n), 2), audits=audits,
+        agreement_with_teacher=round(agree / n, 4), agreement_second_half=round(agree_second / (n - n // 2), 4),
+        accuracy_cascade=round(correct / n, 4), accuracy_teacher_only=round(teacher_correct / n, 4),
+        accuracy_student_only=round(student_correct / n, 4), final_threshold=round(policy.threshold, 4),
+        curve=curve,
+    )
+
+
+def sweep(examples: list[Example], labels: list[str], settings: Settings,
+          targets: tuple[float, ...] = SWEEP_TARGETS) -> list[EvalResult]:
+    """One replay per target: the savings/agreement trade-off."""
+    return [replay(examples, labels, settings.replace(target=t)) for t in targets]
+
+
+def format_table(results: list[EvalResult]) -> str:
+    head = (f"{'policy':7} {'target':>6} {'saved %':>8} {'agreement':>9} {'2nd half':>8} {'acc cascade':>11} "
+            f"{'acc teacher':>11} {'acc student':>11} {'threshold':>9}")
+    rows = [head, "-" * len(head)]
+    for r in results:
+        rows.append(f"{r.policy:7} {r.target:6.2f} {r.teacher_calls_saved_pct:8.1f} {r.agreement_with_teacher:9.4f} "
+                     f"{r.agreement_second_half:8.4f} {r.accuracy_cascade:11.4f} {r.accuracy_teacher_only:11.4f} "
+                     f"{r.accuracy_student_only:11.4f} {r.final_threshold:9.3f}")
+    return "\n".join(rows)
+
+
+def plot_run(result: EvalResult, path: Path, title: str) -> None:
+    """Teacher-call share and rolling agreement against events seen, with the target line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = result.curve
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.plot(c["events"], c["teacher_call_share"], label="teacher-call share (rolling 500)")
+    ax.plot(c["events"], c["agreement"], label="agreement with teacher (rolling 500)")
+    ax.plot(c["events"], c["threshold"], label="threshold", alpha=0.6)
+    ax.axhline(result.target, color="k", linestyle="--", linewidth=1, label=f"target {result.target:.2f}")
+    ax.set_xlabel("events seen")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sweep(results: list[EvalResult], path: Path, title: str) -> None:
+    """Teacher calls saved against realised agreement, one point per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.plot([r.agreement_with_teacher for r in results], [r.teacher_calls_saved_pct for r in results], marker="o")
+    for r in results:
+        ax.annotate(f"{r.target:.2f}", (r.agreement_with_teacher, r.teacher_calls_saved_pct), fontsize=7)
+    ax.set_xlabel("realised agreement with the teacher")
+    ax.set_ylabel("teacher calls saved (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,61 @@
+"""The in-process replay behind ``streamer evaluate``, on a small real stream.
+
+Gold labels stand in for the teacher here (so the figures test the replay's
+bookkeeping and each policy's behaviour, not a model); teacher_labels is tested
+with the briefly trained test teacher.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from streamer import evaluate
+from streamer.datasets import load_examples
+from streamer.settings import Settings
+
+EXAMPLES = load_examples("rotten_tomatoes", split="stream", limit=3000)
+GOLD = [e.label for e in EXAMPLES]
+
+
+@pytest.mark.parametrize("policy", ["fixed", "paper", "online"])
+def test_each_policy_saves_calls_and_counts_consistently(policy):
+    s = Settings(policy=policy, threshold=0.9, target=0.9, calibration_events=600, warmup_labels=100)
+    r = evaluate.replay(EXAMPLES, GOLD, s)
+    assert r.events == 3000 and 0 < r.teacher_calls < 3000
+    assert r.teacher_calls_saved_pct == pytest.approx(100 * (1 - r.teacher_calls / 3000), abs=0.01)
+    assert r.accuracy_teacher_only == 1.0  # teacher == gold here
+    assert r.accuracy_cascade == r.agreement_with_teacher
+    assert r.accuracy_student_only < r.accuracy_cascade
+    assert (r.audits > 0) == (policy == "online")
+    if policy == "paper":
+        assert r.teacher_calls >= 600  # the calibration prefix is all escalated
+    assert len(r.curve["events"]) == 60
+
+
+def test_online_policy_lands_near_its_target_on_real_text():
+    r = evaluate.replay(EXAMPLES, GOLD, Settings(policy="online", target=0.9))
+    assert r.agreement_second_half == pytest.approx(0.9, abs=0.03)
+
+
+def test_sweep_trades_savings_for_agreement():
+    results = evaluate.sweep(EXAMPLES[:1500], GOLD[:1500], Settings(policy="online"), targets=(0.85, 0.95))
+    low, high = results
+    assert low.teacher_calls_saved_pct > high.teacher_calls_saved_pct
+    assert low.agreement_with_teacher < high.agreement_with_teacher
+    assert "saved %" in evaluate.format_table(results)
+
+
+def test_plots_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    r = evaluate.replay(EXAMPLES[:500], GOLD[:500], Settings())
+    evaluate.plot_run(r, tmp_path / "run.png", "t")
+    evaluate.plot_sweep([r, r], tmp_path / "sweep.png", "t")
+    assert (tmp_path / "run.png").stat().st_size > 1000 and (tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def test_teacher_labels_are_computed_once_and_cached(quick_teacher, tmp_path):
+    few = EXAMPLES[:40]
+    labels = evaluate.teacher_labels(quick_teacher, few, tmp_path, progress=False)
+    assert len(labels) == 40 and set(labels) <= {"fresh", "rotten"}
+    assert len(list(tmp_path.glob("teacher-labels-*.json"))) == 1
+    assert evaluate.teacher_labels(quick_teacher, few, tmp_path, progress=False) == labels
