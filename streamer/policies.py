@@ -48,13 +48,11 @@ class ThresholdPolicy(Protocol):
         """One teacher label: the student's confidence at routing time and whether it agreed."""
 
 
-class FixedPolicy:
-    """A constant threshold, no audit."""
+class BasePolicy:
+    """The shared plumbing: a current threshold, no audit, nothing learned by default."""
 
-    name = "fixed"
-
-    def __init__(self, threshold: float) -> None:
-        self._threshold = threshold
+    name = "base"
+    _threshold: float
 
     @property
     def threshold(self) -> float:
@@ -71,7 +69,16 @@ class FixedPolicy:
         return None
 
 
-class PaperPolicy:
+class FixedPolicy(BasePolicy):
+    """A constant threshold, no audit."""
+
+    name = "fixed"
+
+    def __init__(self, threshold: float) -> None:
+        self._threshold = threshold
+
+
+class PaperPolicy(BasePolicy):
     """The reference method on a labelled prefix of ``calibration_events`` labels.
 
     While calibrating every event is escalated (threshold above 1). The student's
@@ -88,17 +95,6 @@ class PaperPolicy:
         self.seen = 0
         self.holdout: list[tuple[float, bool]] = []
         self._threshold = 1.01
-
-    @property
-    def threshold(self) -> float:
-        return self._threshold
-
-    @property
-    def audit_rate(self) -> float:
-        return 0.0
-
-    def record(self, confidence: float) -> None:
-        return None
 
     @property
     def calibrated(self) -> bool:
@@ -132,7 +128,7 @@ class PaperPolicy:
         return best
 
 
-class OnlinePolicy:
+class OnlinePolicy(BasePolicy):
     """Holds the cascade's estimated agreement with the teacher at ``target``.
 
     The student reports the confidence of every event it routes (``record``), and
@@ -164,10 +160,6 @@ class OnlinePolicy:
         self.update_every = update_every
         self._since_update = 0
         self._estimate: float | None = None
-
-    @property
-    def threshold(self) -> float:
-        return self._threshold
 
     @property
     def audit_rate(self) -> float:
