@@ -268,7 +268,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"  answered by student   {report['answered_by_student']}   by teacher {report['answered_by_teacher']} "
         f"(of which audits {report['audits']})",
         f"  teacher calls saved   {report['teacher_calls_saved_pct']:.1f}%",
-        f"  escalation share by quarter of the stream: "
+        "  escalation share by quarter of the stream: "
         + "  ".join(f"{100 * q:.0f}%" for q in report["escalation_share_by_quarter"]),
         f"  accuracy vs gold      student-answered {pct(report['accuracy_student_answered'])}   "
         f"teacher-answered {pct(report['accuracy_teacher_answered'])}   all {pct(report['accuracy_all'])}",

@@ -7,7 +7,6 @@ the mechanics and the learning trend, not headline accuracy.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 import pytest
