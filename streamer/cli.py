@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from streamer.settings import POLICIES, Settings
+from streamer.settings import POLICIES, STUDENTS, Settings
 
 log = logging.getLogger("streamer")
 
@@ -29,6 +29,7 @@ def _triage_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=float, help="agreement with the teacher to hold (paper, online)")
     parser.add_argument("--audit-rate", type=float, help="share of student answers audited (online)")
     parser.add_argument("--warmup-labels", type=int, help="labels to learn before the student answers")
+    parser.add_argument("--student", choices=STUDENTS, help="student model (env STREAMER_STUDENT, default nb)")
 
 
 def _data_source(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     _triage_flags(p)
     p.add_argument("--teacher-model", help="teacher model directory or Hugging Face id (env STREAMER_TEACHER_MODEL)")
     p.add_argument("--device", dest="teacher_device", help="teacher device: auto, cpu, cuda, cuda:1")
+    p.add_argument("--checkpoint-path", help="student checkpoint file (default DATA_DIR/checkpoints/student.ckpt)")
+    p.add_argument("--teacher-timeout", type=float,
+                   help="student: publish its own answer as provisional when the teacher is this many seconds late "
+                        "(default 0: off)")
+    p.add_argument("--broker-timeout", type=float,
+                   help="exit with status 3 when the broker stays away this many seconds (default 60)")
     p.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
 
     p = sub.add_parser("produce", help="stream a dataset or a JSONL/CSV file into events")
@@ -106,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    fields = ("broker", "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels",
-              "teacher_model", "teacher_device")
+    fields = ("broker", "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "student",
+              "teacher_model", "teacher_device", "checkpoint_path", "teacher_timeout", "broker_timeout")
     return Settings.from_env().replace(**{f: getattr(args, f, None) for f in fields})
 
 
@@ -155,8 +162,19 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.catalogue import Catalogue
     from streamer.faust_app import run_worker
 
+    from streamer.broker import BrokerError, wait_for_broker
+    from streamer.watchdog import EXIT_BROKER_LOST
+
     catalogue = Catalogue.load(settings.catalogue_path)
-    log.info("starting the %s worker on %s", args.role, settings.broker_url)
+    log.info("starting the %s worker on %s (waiting up to %.0f s for the broker)", args.role, settings.broker_url,
+             settings.broker_timeout)
+    try:
+        asyncio.run(wait_for_broker(settings.bootstrap_servers, timeout=max(settings.broker_timeout, 1.0),
+                                    client_options=settings.kafka_client_options()))
+    except BrokerError as exc:
+        print(f"streamer: {exc}; is the broker running (`streamer broker`), and is STREAMER_BROKER right?",
+              file=sys.stderr)
+        return EXIT_BROKER_LOST
     if args.role == "student":
         from streamer.student_worker import build_student_app
 

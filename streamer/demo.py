@@ -109,28 +109,44 @@ class Tally:
 
 
 class WorkerProcesses:
-    """The student and teacher workers as child processes, logging to files."""
+    """The student and teacher workers as child processes, logging to files.
 
-    def __init__(self, settings: Settings, broker_url: str, teacher_model: str, run_dir: Path) -> None:
+    The children get ``settings`` (as ``STREAMER_*`` variables), then ``env`` on top.
+    """
+
+    def __init__(self, settings: Settings, broker_url: str, teacher_model: str, run_dir: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.broker_url = broker_url
         self.teacher_model = teacher_model
         self.run_dir = run_dir
+        self.env = {**os.environ, **settings.to_env(), **(env or {})}
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, role: str) -> None:
+        """Start (or restart) ``role``; its log is appended to ``<run_dir>/<role>.log``."""
         ready = self.run_dir / f"{role}.ready"
         ready.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "streamer", "worker", role, "--broker", self.broker_url,
                "--ready-file", str(ready), "--data-dir", str(self.settings.data_dir)]
         if role == "teacher":
             cmd += ["--teacher-model", self.teacher_model]
+        else:  # a checkpoint of this run only: the embedded broker forgets everything between runs
+            cmd += ["--checkpoint-path", str(self.run_dir / "student.ckpt")]
         log = open(self.run_dir / f"{role}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def kill(self, role: str) -> None:
+        """SIGKILL ``role`` (a crash: no checkpoint, no commit, no flush)."""
+        proc = self.procs[role]
+        proc.kill()
+        proc.wait()
+
+    def wait_ready(self, timeout: float = 120.0, roles: tuple[str, ...] | None = None) -> None:
         deadline = time.monotonic() + timeout
         for role, proc in self.procs.items():
+            if roles is not None and role not in roles:
+                continue
             ready = self.run_dir / f"{role}.ready"
             while not ready.exists():
                 if proc.poll() is not None:

@@ -20,10 +20,8 @@ from typing import Any
 import orjson
 
 from streamer.datasets import Example
-from streamer.policies import build_policy
 from streamer.settings import Settings
-from streamer.student import Student
-from streamer.triage import Triage
+from streamer.triage import build_triage
 
 SWEEP_TARGETS = tuple(round(0.85 + 0.01 * i, 2) for i in range(15))
 
@@ -83,9 +81,8 @@ def teacher_labels(teacher_model: str, examples: list[Example], cache_dir: Path,
 
 def replay(examples: list[Example], labels: list[str], settings: Settings, *, window: int = 500) -> EvalResult:
     """Route every example through a fresh student and policy; learn each escalated event's teacher label."""
-    policy = build_policy(settings.policy, threshold=settings.threshold, target=settings.target,
-                          audit_rate=settings.audit_rate, calibration_events=settings.calibration_events)
-    triage = Triage(Student(), policy, warmup_labels=settings.warmup_labels, seed=settings.seed)
+    triage = build_triage(settings)
+    policy = triage.policy
     n = len(examples)
     calls = audits = agree = correct = student_correct = teacher_correct = agree_second = 0
     recent_calls: deque[int] = deque(maxlen=window)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import faust
 
 from streamer.settings import Settings
+from streamer.watchdog import watch_broker
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,17 @@ def make_app(settings: Settings, role: str) -> faust.App:
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def start_broker_watchdog(app: faust.App, settings: Settings,
+                          on_give_up: Callable[[], None] | None = None) -> None:
+    """Exit the worker (status 3) once the broker has been away for ``settings.broker_timeout`` seconds."""
+    if settings.broker_timeout <= 0:
+        return
+
+    @app.task
+    async def broker_watchdog() -> None:
+        await watch_broker(settings.bootstrap_servers, settings.broker_timeout, on_give_up=on_give_up)
 
 
 def run_worker(app: faust.App, log_level: str = "INFO", ready_file: Path | None = None) -> None:

@@ -94,19 +94,24 @@ def dead_letter_key(topic: str, partition: int, offset: int) -> bytes:
 #: Fields the system writes on a prediction; an event's own fields of these names are replaced.
 PREDICTION_FIELDS = ("id", "label", "confidence", "source", "student_version", "teacher_version",
                      "escalation_reason", "student_label", "student_confidence", "threshold",
-                     "event_time", "decided_time")
+                     "event_time", "decided_time", "provisional")
+_SYSTEM_FIELDS = frozenset(PREDICTION_FIELDS)
 
 
 def passthrough(event: dict[str, Any]) -> dict[str, Any]:
-    """The event's own fields other than ``text``, carried into its prediction."""
-    return {k: v for k, v in event.items() if k != "text"}
+    """The event's own fields, less ``text`` and the fields a prediction sets, carried into its prediction."""
+    return {k: v for k, v in event.items() if k != "text" and k not in _SYSTEM_FIELDS}
 
 
 def student_prediction(event: dict[str, Any], label: str, confidence: float, student_version: int,
-                       threshold: float, event_time: int) -> dict[str, Any]:
+                       threshold: float, event_time: int, *, provisional: bool = False) -> dict[str, Any]:
+    """The student's answer; ``provisional`` when it stands in for a late teacher (a final answer follows)."""
     record = passthrough(event)
-    record.update(label=label, confidence=confidence, source="student", student_version=student_version,
+    record.update(id=event["id"], label=label, confidence=confidence, source="student",
+                  student_version=student_version,
                   teacher_version=None, threshold=threshold, event_time=event_time, decided_time=now_ms())
+    if provisional:
+        record["provisional"] = True
     return record
 
 

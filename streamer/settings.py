@@ -20,6 +20,7 @@ from typing import Any
 
 ENV_PREFIX = "STREAMER_"
 POLICIES = ("fixed", "paper", "online")
+STUDENTS = ("nb", "nb-bigram", "nb-binary")
 TASKS = ("classify",)
 SECRET_FIELDS = frozenset({"sasl_password"})
 
@@ -41,6 +42,7 @@ class Settings:
     catalogue_path: Path | None = None
     session_timeout: float = 4.0
     heartbeat_interval: float = 1.0
+    broker_timeout: float = 60.0  # workers exit (status 3) when the broker stays away this long
     # Kafka security (passed through to the clients, never logged)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -56,6 +58,9 @@ class Settings:
     student_batch_wait: float = 0.02
     warmup_labels: int = 100
     max_text_bytes: int = 100_000
+    student: str = "nb"
+    checkpoint_path: Path | None = None  # unset: <data_dir>/checkpoints/student.ckpt
+    checkpoint_interval: float = 30.0
     # Triage
     policy: str = "online"
     threshold: float = 0.9
@@ -69,10 +74,13 @@ class Settings:
     teacher_batch_size: int = 64
     teacher_max_wait: float = 0.05
     teacher_max_length: int = 128
+    teacher_timeout: float = 0.0  # > 0: publish the student's answer as provisional after this many seconds
     # Logging
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        if self.student not in STUDENTS:
+            raise ValueError(f"student must be one of {STUDENTS}, got {self.student!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         for name in ("threshold", "target", "audit_rate"):
@@ -84,6 +92,9 @@ class Settings:
         for name in ("student_batch_size", "teacher_batch_size", "teacher_max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("broker_timeout", "checkpoint_interval", "teacher_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -99,7 +110,7 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes`` applied; ``None`` values are ignored (flag not given)."""
         given = {k: v for k, v in changes.items() if v is not None}
-        for key in ("data_dir", "catalogue_path"):
+        for key in ("data_dir", "catalogue_path", "checkpoint_path"):
             if key in given:
                 given[key] = Path(given[key])
         return dataclasses.replace(self, **given)
@@ -118,6 +129,11 @@ class Settings:
     def teacher_model_ref(self) -> str:
         """The teacher model id or path; the default trained teacher when unset."""
         return self.teacher_model or str(self.default_teacher_dir())
+
+    @property
+    def student_checkpoint(self) -> Path:
+        """Where the student worker writes and restores its checkpoint."""
+        return self.checkpoint_path or self.data_dir / "checkpoints" / "student.ckpt"
 
     def default_teacher_dir(self, dataset: str = "rotten_tomatoes") -> Path:
         return self.data_dir / "teachers" / dataset
@@ -138,6 +154,15 @@ class Settings:
                 cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
             )
         return options
+
+    def to_env(self) -> dict[str, str]:
+        """``STREAMER_*`` variables that rebuild these settings in a child process (unset fields left out).
+
+        >>> Settings(target=0.95).to_env()["STREAMER_TARGET"]
+        '0.95'
+        """
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}
 
     def public_dict(self) -> dict[str, Any]:
         """Settings as plain values with secrets masked, safe to log."""

@@ -2,33 +2,29 @@
 
 ``events`` partitions are split among student workers (one consumer group), while
 every worker reads *all* partitions of ``labels`` (no group), so each holds a full
-replica of the student.
+replica of the student. The replica is checkpointed with the ``labels`` offsets it
+has learned up to (periodically, on shutdown and before giving up on the broker)
+and restored on start; only the labels after the checkpoint are replayed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS, Catalogue
-from streamer.faust_app import make_app, raw_topic
-from streamer.policies import build_policy
+from streamer.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from streamer.faust_app import make_app, raw_topic, start_broker_watchdog
 from streamer.records import (Rejection, dead_letter, dead_letter_key, decode, encode, escalation,
                               student_prediction)
 from streamer.settings import Settings
-from streamer.student import Student
-from streamer.triage import Triage
+from streamer.triage import Triage, build_triage
 
 log = logging.getLogger(__name__)
-
-
-def build_triage(settings: Settings) -> Triage:
-    policy = build_policy(settings.policy, threshold=settings.threshold, target=settings.target,
-                          audit_rate=settings.audit_rate, calibration_events=settings.calibration_events)
-    return Triage(Student(), policy, warmup_labels=settings.warmup_labels, seed=settings.seed)
 
 
 class StudentCounters:
@@ -38,22 +34,51 @@ class StudentCounters:
         self.events = 0
         self.answered = 0
         self.escalated = 0
+        self.provisional = 0
         self.dead_lettered = 0
         self.labels = 0
 
 
+class StudentState:
+    """The worker's triage, the ``labels`` offsets it has learned up to, and escalations awaiting the teacher."""
+
+    def __init__(self, settings: Settings, triage: Triage | None = None) -> None:
+        self.settings = settings
+        self.label_offsets: dict[int, int] = {}
+        if triage is None:
+            checkpoint = read_checkpoint(settings.student_checkpoint)
+            if checkpoint is not None:
+                triage, self.label_offsets = checkpoint.triage, checkpoint.label_offsets
+                log.info("restored the student checkpoint %s: %d labels learned, written %.0f s ago, labels "
+                         "offsets %s", settings.student_checkpoint, triage.student.version,
+                         time.time() - checkpoint.written_time, checkpoint.label_offsets)
+        self.triage = triage or build_triage(settings)
+        #: event id -> (deadline, provisional prediction) while the teacher has not answered
+        self.pending: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def checkpoint(self, why: str) -> None:
+        started = time.perf_counter()
+        size = write_checkpoint(self.settings.student_checkpoint, Checkpoint(self.triage, dict(self.label_offsets)))
+        log.info("checkpoint written (%s): %s, %d labels learned, %.1f kB in %.0f ms", why,
+                 self.settings.student_checkpoint, self.triage.student.version, size / 1e3,
+                 1e3 * (time.perf_counter() - started))
+
+
 def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage | None = None) -> faust.App:
-    """The student worker's Faust app; its agent and label follower share one :class:`Triage`."""
+    """The student worker's Faust app; its agent and label follower share one :class:`StudentState`."""
     app = make_app(settings, "student")
-    triage = triage or build_triage(settings)
+    state = StudentState(settings, triage)
+    triage = state.triage
     counters = StudentCounters()
     app.triage = triage  # type: ignore[attr-defined]
     app.counters = counters  # type: ignore[attr-defined]
+    app.student_state = state  # type: ignore[attr-defined]
     events_topic = raw_topic(app, EVENTS)
     predictions = raw_topic(app, PREDICTIONS)
     escalations = raw_topic(app, ESCALATIONS)
     dead_letters = raw_topic(app, DEAD_LETTER)
     events_spec, labels_spec = catalogue[EVENTS], catalogue[LABELS]
+    timeout = settings.teacher_timeout
 
     async def send_dead_letter(value: bytes | None, rejection: Rejection, topic: str, partition: int,
                                offset: int) -> None:
@@ -76,6 +101,10 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
             record = escalation(event, route.reason, route.label, route.confidence, triage.student.version,
                                 route.threshold, route.weight, event_time)
             await escalations.send(key=key, value=encode(record))
+            if timeout > 0 and route.label is not None:
+                answer = student_prediction(event, route.label, route.confidence, triage.student.version,
+                                            route.threshold, event_time, provisional=True)
+                state.pending[event["id"]] = (time.monotonic() + timeout, answer)
         else:
             counters.answered += 1
             record = student_prediction(event, route.label, route.confidence, triage.student.version,
@@ -88,19 +117,20 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
             for ev in batch:
                 await handle(ev.message)
 
-    def learn(value: bytes | None, topic: str, partition: int, offset: int) -> Rejection | None:
+    def learn(value: bytes | None) -> Rejection | None:
         record = decode(value, labels_spec, settings.max_text_bytes)
         if isinstance(record, Rejection):
             return record
         triage.learn(record["text"], record["label"], student_label=record["student_label"],
                      student_confidence=record["student_confidence"], weight=record["weight"],
                      reason=record["reason"])
+        state.pending.pop(record["id"], None)
         counters.labels += 1
         return None
 
     @app.task
     async def follow_labels() -> None:
-        """Read every partition of ``labels`` from the start and learn each teacher label."""
+        """Read every partition of ``labels`` after the checkpoint (from the start without one); learn each."""
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     **settings.kafka_client_options())
@@ -110,24 +140,56 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
             if not partitions:
                 await consumer.topics()
                 partitions = consumer.partitions_for_topic(LABELS) or set()
-            consumer.assign([TopicPartition(LABELS, p) for p in sorted(partitions)])
-            log.info("following all %d partitions of %s", len(partitions), LABELS)
+            tps = [TopicPartition(LABELS, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            for tp in tps:
+                if tp.partition in state.label_offsets:
+                    consumer.seek(tp, state.label_offsets[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            log.info("following all %d partitions of %s from offsets %s", len(tps), LABELS,
+                     {p: state.label_offsets.get(p, 0) for p in sorted(partitions)})
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for tp, messages in batches.items():
                     for m in messages:
-                        rejection = learn(m.value, tp.topic, tp.partition, m.offset)
+                        rejection = learn(m.value)
+                        state.label_offsets[tp.partition] = m.offset + 1
                         if rejection is not None:
                             await send_dead_letter(m.value, rejection, tp.topic, tp.partition, m.offset)
         finally:
             await consumer.stop()
 
+    if timeout > 0:
+        @app.timer(min(timeout / 2, 1.0))
+        async def publish_provisional() -> None:
+            """The student's answer, marked provisional, for escalations the teacher has not answered in time."""
+            now = time.monotonic()
+            expired = [event_id for event_id, (deadline, _) in state.pending.items() if deadline <= now]
+            for event_id in expired:
+                _, answer = state.pending.pop(event_id)
+                counters.provisional += 1
+                await predictions.send(key=event_id.encode(), value=encode(answer))
+            if expired:
+                log.info("teacher late: published %d provisional student answers (teacher_timeout %.1f s)",
+                         len(expired), timeout)
+
+    if settings.checkpoint_interval > 0:
+        @app.timer(settings.checkpoint_interval)
+        async def periodic_checkpoint() -> None:
+            state.checkpoint("periodic")
+
+    @app.on_before_shutdown.connect
+    async def checkpoint_on_shutdown(sender: Any, **kwargs: Any) -> None:
+        state.checkpoint("shutdown")
+
+    start_broker_watchdog(app, settings, on_give_up=lambda: state.checkpoint("broker lost"))
+
     @app.timer(10.0)
     async def report() -> None:
         estimate = getattr(triage.policy, "estimated_agreement", lambda: None)()
-        log.info("student: events=%d answered=%d escalated=%d dead_lettered=%d labels_learned=%d "
+        log.info("student: events=%d answered=%d escalated=%d provisional=%d dead_lettered=%d labels_learned=%d "
                  "threshold=%.3f estimated_agreement=%s", counters.events, counters.answered,
-                 counters.escalated, counters.dead_lettered, counters.labels, triage.policy.threshold,
-                 "n/a" if estimate is None else f"{estimate:.3f}")
-
+                 counters.escalated, counters.provisional, counters.dead_lettered, counters.labels,
+                 triage.policy.threshold, "n/a" if estimate is None else f"{estimate:.3f}")
     return app

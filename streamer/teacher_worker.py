@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 
 from streamer.catalogue import DEAD_LETTER, ESCALATIONS, LABELS, PREDICTIONS, Catalogue
-from streamer.faust_app import make_app, raw_topic
+from streamer.faust_app import make_app, raw_topic, start_broker_watchdog
 from streamer.records import Rejection, dead_letter, dead_letter_key, decode, encode, label_record, teacher_prediction
 from streamer.settings import Settings
 from streamer.teacher import Teacher
@@ -59,6 +59,8 @@ def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher
                 await predictions.send(key=key, value=encode(teacher_prediction(record, label, confidence,
                                                                                 teacher.version)))
                 await labels.send(key=key, value=encode(label_record(record, label, teacher.version)))
+
+    start_broker_watchdog(app, settings)
 
     @app.timer(10.0)
     async def report() -> None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from streamer.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP, ThresholdPolicy
+from streamer.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP, ThresholdPolicy, build_policy
+from streamer.settings import Settings
 from streamer.student import Student
 
 
@@ -62,3 +63,10 @@ class Triage:
         """Learn one teacher label and tell the policy how the student's routed guess fared."""
         self.student.learn(text, label)
         self.policy.observe(student_confidence, student_label == label, weight, reason)
+
+
+def build_triage(settings: Settings) -> Triage:
+    """A fresh student and threshold policy as ``settings`` describe them."""
+    policy = build_policy(settings.policy, threshold=settings.threshold, target=settings.target,
+                          audit_rate=settings.audit_rate, calibration_events=settings.calibration_events)
+    return Triage(Student(settings.student), policy, warmup_labels=settings.warmup_labels, seed=settings.seed)

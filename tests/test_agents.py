@@ -45,7 +45,7 @@ def test_untrained_student_escalates_as_warmup(tmp_path):
     sent = run_student(tmp_path, [orjson.dumps({"id": "1", "text": "a film", "src": "x"})], warmup=5)
     [(topic, key, record)] = sent
     assert topic == "escalations" and key == b"1"
-    assert record["reason"] == "warmup" and record["event"] == {"id": "1", "src": "x"}
+    assert record["reason"] == "warmup" and record["event"] == {"src": "x"}
 
 
 def test_confident_student_answers_and_passes_fields_through(tmp_path):

@@ -2,9 +2,11 @@ import base64
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streamer.records import (Rejection, dead_letter, decode, escalation, label_record, student_prediction,
-                              teacher_prediction)
+from streamer.records import (REJECTION_REASONS, Rejection, dead_letter, decode, escalation, label_record,
+                              student_prediction, teacher_prediction)
 
 
 @pytest.mark.parametrize("value, reason", [
@@ -49,3 +51,39 @@ def test_records_match_their_schemas_and_pass_fields_through(catalogue):
     assert tpred["source"] == "teacher" and tpred["meta"] == {"k": 1} and tpred["escalation_reason"] == "low_confidence"
     label = label_record(esc, "fresh", "t1")
     assert catalogue["labels"].validate(label) is None and label["student_label"] == "rotten"
+
+
+def test_an_event_cannot_forge_system_fields(catalogue):
+    event = {"id": "e2", "text": "t", "provisional": True, "source": "teacher", "extra": 1}
+    pred = student_prediction(event, "fresh", 0.97, 1, 0.9, 1000)
+    assert "provisional" not in pred and pred["source"] == "student" and pred["extra"] == 1
+    provisional = student_prediction(event, "fresh", 0.97, 1, 0.9, 1000, provisional=True)
+    assert provisional["provisional"] is True and catalogue["predictions"].validate(provisional) is None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+candidate_events = st.one_of(
+    st.binary(max_size=300),
+    json_values.map(orjson.dumps),
+    st.fixed_dictionaries({"id": st.text(max_size=10), "text": st.text(max_size=50)},
+                          optional={"lang": json_values}).map(orjson.dumps),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(candidate_events)
+def test_the_decoder_never_raises_and_every_value_is_an_event_or_a_dead_letter(catalogue, value):
+    result = decode(value, catalogue["events"], max_bytes=200)
+    if isinstance(result, Rejection):
+        assert result.reason in REJECTION_REASONS and result.error
+        record = dead_letter(value, result, "events", 0, 7)
+        assert catalogue["dead-letter"].validate(orjson.loads(orjson.dumps(record))) is None
+        kept = base64.b64decode(record["value_b64"]) if "value_b64" in record else record.get("value_text", "").encode()
+        assert kept == value
+    else:
+        assert catalogue["events"].validate(result) is None
+        assert isinstance(result["id"], str) and result["id"] and isinstance(result["text"], str) and result["text"]

@@ -1,0 +1,73 @@
+"""Student checkpoints: the learned triage state and the ``labels`` offsets it has learned up to.
+
+A checkpoint is written atomically (temporary file, then rename) so a crash mid-write
+leaves the previous one intact. On start the worker restores it and replays only the
+labels after the saved offsets, so a restart does not fall back to warm-up.
+
+>>> import tempfile
+>>> from streamer.policies import FixedPolicy
+>>> from streamer.student import Student
+>>> from streamer.triage import Triage
+>>> path = Path(tempfile.mkdtemp()) / "student.ckpt"
+>>> t = Triage(Student(), FixedPolicy(0.8), warmup_labels=0)
+>>> t.learn("fine film", "pos", student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
+>>> size = write_checkpoint(path, Checkpoint(t, {0: 1, 3: 0}))
+>>> restored = read_checkpoint(path)
+>>> restored.triage.student.version, restored.label_offsets
+(1, {0: 1, 3: 0})
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamer.triage import Triage
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be used."""
+
+
+@dataclass
+class Checkpoint:
+    """A triage (student, policy, audit RNG) and, per ``labels`` partition, the next offset to learn."""
+
+    triage: Triage
+    label_offsets: dict[int, int]
+    written_time: float = field(default_factory=time.time)
+
+
+def write_checkpoint(path: Path, checkpoint: Checkpoint) -> int:
+    """Write ``checkpoint`` to ``path`` atomically; returns its size in bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = pickle.dumps({"format": FORMAT_VERSION, "triage": checkpoint.triage,
+                         "label_offsets": dict(checkpoint.label_offsets), "written_time": time.time()},
+                        protocol=pickle.HIGHEST_PROTOCOL)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return len(blob)
+
+
+def read_checkpoint(path: Path) -> Checkpoint | None:
+    """The checkpoint at ``path``, ``None`` when there is none; :class:`CheckpointError` when unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        state = pickle.loads(path.read_bytes())  # noqa: S301 - written by this worker
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing
+        raise CheckpointError(f"cannot read the student checkpoint {path}: {exc!r}; "
+                              f"move it away to start from scratch") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a student checkpoint of format {FORMAT_VERSION}")
+    return Checkpoint(state["triage"], {int(p): int(o) for p, o in state["label_offsets"].items()},
+                      state["written_time"])
