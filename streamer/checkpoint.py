@@ -24,6 +24,7 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streamer.triage import Triage
 
@@ -40,6 +41,7 @@ class Checkpoint:
 
     triage: Triage
     label_offsets: dict[int, int]
+    config: dict[str, Any] = field(default_factory=dict)
     written_time: float = field(default_factory=time.time)
 
 
@@ -47,7 +49,8 @@ def write_checkpoint(path: Path, checkpoint: Checkpoint) -> int:
     """Write ``checkpoint`` to ``path`` atomically; returns its size in bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = pickle.dumps({"format": FORMAT_VERSION, "triage": checkpoint.triage,
-                         "label_offsets": dict(checkpoint.label_offsets), "written_time": time.time()},
+                         "label_offsets": dict(checkpoint.label_offsets), "config": checkpoint.config,
+                         "written_time": time.time()},
                         protocol=pickle.HIGHEST_PROTOCOL)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
@@ -70,4 +73,4 @@ def read_checkpoint(path: Path) -> Checkpoint | None:
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a student checkpoint of format {FORMAT_VERSION}")
     return Checkpoint(state["triage"], {int(p): int(o) for p, o in state["label_offsets"].items()},
-                      state["written_time"])
+                      state.get("config", {}), state["written_time"])

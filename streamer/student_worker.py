@@ -22,7 +22,7 @@ from streamer.faust_app import make_app, raw_topic, start_broker_watchdog
 from streamer.records import (Rejection, dead_letter, dead_letter_key, decode, encode, escalation,
                               student_prediction)
 from streamer.settings import Settings
-from streamer.triage import Triage, build_triage
+from streamer.triage import Triage, build_triage, triage_config
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,20 @@ class StudentState:
             checkpoint = read_checkpoint(settings.student_checkpoint)
             if checkpoint is not None:
                 triage, self.label_offsets = checkpoint.triage, checkpoint.label_offsets
+                if checkpoint.config != triage_config(settings):
+                    fresh = build_triage(settings)
+                    if triage.student.kind != settings.student:
+                        triage = fresh
+                        self.label_offsets = {}
+                        log.warning("the checkpoint holds a %r student but the settings ask for %r: starting a "
+                                    "fresh one and relearning every label", checkpoint.triage.student.kind,
+                                    settings.student)
+                    else:
+                        fresh.student = triage.student
+                        triage = fresh
+                        log.warning("triage settings changed since the checkpoint (%s -> %s): kept the learned "
+                                    "student, started a fresh threshold policy", checkpoint.config,
+                                    triage_config(settings))
                 log.info("restored the student checkpoint %s: %d labels learned, written %.0f s ago, labels "
                          "offsets %s", settings.student_checkpoint, triage.student.version,
                          time.time() - checkpoint.written_time, checkpoint.label_offsets)
@@ -58,7 +72,8 @@ class StudentState:
 
     def checkpoint(self, why: str) -> None:
         started = time.perf_counter()
-        size = write_checkpoint(self.settings.student_checkpoint, Checkpoint(self.triage, dict(self.label_offsets)))
+        size = write_checkpoint(self.settings.student_checkpoint,
+                                Checkpoint(self.triage, dict(self.label_offsets), triage_config(self.settings)))
         log.info("checkpoint written (%s): %s, %d labels learned, %.1f kB in %.0f ms", why,
                  self.settings.student_checkpoint, self.triage.student.version, size / 1e3,
                  1e3 * (time.perf_counter() - started))

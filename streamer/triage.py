@@ -65,6 +65,12 @@ class Triage:
         self.policy.observe(student_confidence, student_label == label, weight, reason)
 
 
+def triage_config(settings: Settings) -> dict[str, object]:
+    """The settings a triage is built from (a checkpoint restores its policy only when they still match)."""
+    return {name: getattr(settings, name) for name in ("student", "policy", "threshold", "target", "audit_rate",
+                                                       "calibration_events", "warmup_labels", "seed")}
+
+
 def build_triage(settings: Settings) -> Triage:
     """A fresh student and threshold policy as ``settings`` describe them."""
     policy = build_policy(settings.policy, threshold=settings.threshold, target=settings.target,

@@ -225,3 +225,24 @@ def test_checkpoint_path_defaults_into_the_data_dir(tmp_path: Path):
     from streamer.settings import Settings
 
     assert Settings(data_dir=tmp_path).student_checkpoint == tmp_path / "checkpoints" / "student.ckpt"
+
+
+def test_a_checkpoint_restores_the_student_and_keeps_the_policy_only_if_its_settings_match(tmp_path: Path):
+    from streamer.catalogue import Catalogue
+    from streamer.checkpoint import Checkpoint, write_checkpoint
+    from streamer.settings import Settings
+    from streamer.student_worker import build_student_app
+    from streamer.triage import build_triage, triage_config
+
+    settings = Settings(data_dir=tmp_path, target=0.9)
+    triage = build_triage(settings)
+    for text, label in [("warm funny film", "fresh"), ("dull boring mess", "rotten")] * 5:
+        triage.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
+    write_checkpoint(settings.student_checkpoint, Checkpoint(triage, {0: 10}, triage_config(settings)))
+
+    same = build_student_app(settings, Catalogue.load())
+    assert same.triage.student.version == 10 and same.student_state.label_offsets == {0: 10}
+    changed = build_student_app(settings.replace(target=0.95), Catalogue.load())
+    assert changed.triage.student.version == 10 and changed.triage.policy.target == 0.95
+    other_student = build_student_app(settings.replace(student="nb-binary"), Catalogue.load())
+    assert other_student.triage.student.version == 0 and other_student.student_state.label_offsets == {}
