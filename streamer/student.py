@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from typing import Any
 
@@ -57,12 +58,21 @@ class Student:
         self.version = 0
 
     def predict(self, text: str) -> tuple[str | None, float]:
-        """The most probable label and its probability; ``(None, 0.0)`` before any learning."""
-        proba = self.model.predict_proba_one({"text": text})
-        if not proba:
+        """The most probable label and its probability; ``(None, 0.0)`` before any learning.
+
+        Same figures as the pipeline's ``predict_proba_one``, computed without its generic
+        overhead (scipy's ``logsumexp`` on a handful of classes costs more than the model).
+        """
+        *transforms, classifier = self.model.steps.values()
+        x: dict[str, Any] = {"text": text}
+        for step in transforms:
+            x = step.transform_one(x)
+        jll = classifier.joint_log_likelihood(x)
+        if not jll:
             return None, 0.0
-        label = max(proba, key=proba.__getitem__)
-        return label, float(proba[label])
+        label = max(jll, key=jll.__getitem__)
+        best = jll[label]
+        return label, 1.0 / sum(math.exp(v - best) for v in jll.values())
 
     def learn(self, text: str, label: str) -> None:
         self.model.learn_one({"text": text}, label)
