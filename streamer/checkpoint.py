@@ -19,12 +19,13 @@ labels after the saved offsets, so a restart does not fall back to warm-up.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from streamer.triage import Triage
 
@@ -43,6 +44,19 @@ class Checkpoint:
     label_offsets: dict[int, int]
     config: dict[str, Any] = field(default_factory=dict)
     written_time: float = field(default_factory=time.time)
+
+
+def lock_checkpoint(path: Path) -> IO[bytes]:
+    """Hold ``path``'s lock file for this process's lifetime; :class:`CheckpointError` if another worker has it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path.with_name(path.name + ".lock"), "ab")  # noqa: SIM115 - held until the process exits
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise CheckpointError(f"another student worker is using the checkpoint {path}; give each worker its own "
+                              f"(--checkpoint-path or STREAMER_CHECKPOINT_PATH)") from exc
+    return handle
 
 
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> int:

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _triage_flags(p)
     p.add_argument("--teacher-model", help="teacher model directory or Hugging Face id (env STREAMER_TEACHER_MODEL)")
     p.add_argument("--device", dest="teacher_device", help="teacher device: auto, cpu, cuda, cuda:1")
-    p.add_argument("--checkpoint-path", help="student checkpoint file (default DATA_DIR/checkpoints/student.ckpt)")
+    p.add_argument("--checkpoint-path", help="student checkpoint file (default DATA_DIR/checkpoints/student-HOSTNAME.ckpt)")
     p.add_argument("--teacher-timeout", type=float,
                    help="student: publish its own answer as provisional when the teacher is this many seconds late "
                         "(default 0: off)")
@@ -184,9 +184,14 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_BROKER_LOST
     if args.role == "student":
+        from streamer.checkpoint import CheckpointError
         from streamer.student_worker import build_student_app
 
-        app = build_student_app(settings, catalogue)
+        try:
+            app = build_student_app(settings, catalogue)
+        except CheckpointError as exc:
+            print(f"streamer: {exc}", file=sys.stderr)
+            return 2
     else:
         from streamer.teacher import Teacher
         from streamer.teacher_worker import build_teacher_app

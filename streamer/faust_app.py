@@ -32,11 +32,36 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
+def _use_app_fetch_wait() -> None:
+    """Let each app set its consumer's fetch wait (Faust hard-codes 1.5 s).
+
+    Tansu answers a fetch only when the wait expires, even when records are there, so the
+    wait is a floor on the latency of every hop (measured: 1.5 s wait gives 0.62 s median
+    latency for one record, 0.05 s gives 1 ms).
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "streamer_fetch_wait", False):
+        return
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = wait_ms  # read by AIOKafkaConsumer.start()
+        return consumer
+
+    create_worker_consumer.streamer_fetch_wait = True  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+
+
 def make_app(settings: Settings, role: str) -> faust.App:
     """A Faust app whose id (and so consumer group) is ``babybear-<role>``."""
+    _use_app_fetch_wait()
     datadir = Path(settings.data_dir) / "faust" / role
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         f"babybear-{role}",
         broker=settings.broker_url,
         broker_credentials=broker_credentials(settings),
@@ -53,6 +78,8 @@ def make_app(settings: Settings, role: str) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
+    return app
 
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:

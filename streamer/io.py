@@ -83,15 +83,20 @@ async def produce(settings: Settings, topic: str, values: Iterable[bytes], *, ra
     return sent
 
 
+def groupless_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer outside any group (partitions assigned by hand), from the earliest offset, short fetch wait."""
+    return AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
+                            auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                            **settings.kafka_client_options())
+
+
 async def read_topic(settings: Settings, topic: str, *, idle_timeout: float | None = None,
                      ) -> AsyncIterator[tuple[int, int, bytes | None, bytes | None]]:
     """Every record of every partition of ``topic`` from the start, outside any consumer group.
 
     Yields ``(partition, offset, key, value)``; stops after ``idle_timeout`` seconds without a record.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                **settings.kafka_client_options())
+    consumer = groupless_consumer(settings)
     await consumer.start()
     try:
         await consumer.topics()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class Settings:
     catalogue_path: Path | None = None
     session_timeout: float = 4.0
     heartbeat_interval: float = 1.0
+    fetch_max_wait: float = 0.05  # s; the embedded broker holds every fetch this long, so keep it short
     broker_timeout: float = 60.0  # workers exit (status 3) when the broker stays away this long
     # Kafka security (passed through to the clients, never logged)
     security_protocol: str = "PLAINTEXT"
@@ -59,7 +61,7 @@ class Settings:
     warmup_labels: int = 100
     max_text_bytes: int = 100_000
     student: str = "nb"
-    checkpoint_path: Path | None = None  # unset: <data_dir>/checkpoints/student.ckpt
+    checkpoint_path: Path | None = None  # unset: <data_dir>/checkpoints/student-<hostname>.ckpt
     checkpoint_interval: float = 30.0
     # Triage
     policy: str = "online"
@@ -132,11 +134,15 @@ class Settings:
 
     @property
     def student_checkpoint(self) -> Path:
-        """Where the student worker writes and restores its checkpoint."""
-        return self.checkpoint_path or self.data_dir / "checkpoints" / "student.ckpt"
+        """Where the student worker writes and restores its checkpoint (one file per host by default)."""
+        return self.checkpoint_path or self.data_dir / "checkpoints" / f"student-{socket.gethostname()}.ckpt"
 
     def default_teacher_dir(self, dataset: str = "rotten_tomatoes") -> Path:
         return self.data_dir / "teachers" / dataset
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        return max(1, int(self.fetch_max_wait * 1000))
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Security options for aiokafka clients (empty for plain text)."""

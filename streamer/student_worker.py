@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from streamer.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS, Catalogue
-from streamer.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from streamer.checkpoint import Checkpoint, lock_checkpoint, read_checkpoint, write_checkpoint
 from streamer.faust_app import make_app, raw_topic, start_broker_watchdog
+from streamer.io import groupless_consumer
 from streamer.records import (Rejection, dead_letter, dead_letter_key, decode, encode, escalation,
                               student_prediction)
 from streamer.settings import Settings
@@ -46,6 +47,7 @@ class StudentState:
         self.settings = settings
         self.label_offsets: dict[int, int] = {}
         if triage is None:
+            self.lock = lock_checkpoint(settings.student_checkpoint)
             checkpoint = read_checkpoint(settings.student_checkpoint)
             if checkpoint is not None:
                 triage, self.label_offsets = checkpoint.triage, checkpoint.label_offsets
@@ -146,9 +148,7 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
     @app.task
     async def follow_labels() -> None:
         """Read every partition of ``labels`` after the checkpoint (from the start without one); learn each."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    **settings.kafka_client_options())
+        consumer = groupless_consumer(settings)
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(LABELS) or set()

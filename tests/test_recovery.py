@@ -224,7 +224,23 @@ def test_worker_refuses_to_start_without_a_broker(tmp_path):
 def test_checkpoint_path_defaults_into_the_data_dir(tmp_path: Path):
     from streamer.settings import Settings
 
-    assert Settings(data_dir=tmp_path).student_checkpoint == tmp_path / "checkpoints" / "student.ckpt"
+    import socket
+
+    assert Settings(data_dir=tmp_path).student_checkpoint == (
+        tmp_path / "checkpoints" / f"student-{socket.gethostname()}.ckpt")
+
+
+def test_two_workers_cannot_share_a_checkpoint(tmp_path: Path):
+    from streamer.checkpoint import lock_checkpoint
+
+    path = tmp_path / "student.ckpt"
+    held = lock_checkpoint(path)
+    done = subprocess.run([sys.executable, "-c", "from pathlib import Path; from streamer.checkpoint import "
+                           f"lock_checkpoint; lock_checkpoint(Path({str(path)!r}))"], capture_output=True, text=True)
+    held.close()
+    assert done.returncode != 0 and "another student worker is using the checkpoint" in done.stderr
+    lock_checkpoint(path).close()  # free again once the holder is gone
+
 
 
 def test_a_checkpoint_restores_the_student_and_keeps_the_policy_only_if_its_settings_match(tmp_path: Path):
