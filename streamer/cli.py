@@ -21,6 +21,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="kafka://host:port of the broker (env STREAMER_BROKER)")
     parser.add_argument("--data-dir", help="where teachers, checkpoints and run logs live (env STREAMER_DATA_DIR)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (env STREAMER_LOG_LEVEL)")
+    parser.add_argument("--log-format", choices=["text", "json"], help="text (default) or JSON lines")
 
 
 def _triage_flags(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0: off)")
     p.add_argument("--broker-timeout", type=float,
                    help="exit with status 3 when the broker stays away this many seconds (default 60)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (default 0: off)")
+    p.add_argument("--metrics-host", help="address the metrics endpoint binds (default 127.0.0.1)")
     p.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
 
     p = sub.add_parser("produce", help="stream a dataset or a JSONL/CSV file into events")
@@ -99,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-steps", type=int, help="training steps if the teacher is missing")
     p.add_argument("--timeout", type=float, help="give up waiting for answers after this many seconds")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve the live dashboard while the stream runs, and after it until Ctrl-C")
+    p.add_argument("--dashboard-port", type=int, help="port of the dashboard (default 8080)")
+    p.add_argument("--dashboard-host", help="address the dashboard binds (default 127.0.0.1)")
 
     p = sub.add_parser("evaluate", help="replay a labelled dataset through the cascade and report its figures")
     _common(p)
@@ -109,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="store_true", help="one run per target from 0.85 to 0.99")
     p.add_argument("--plot", type=Path, help="draw the run (or the sweep's trade-off curve) to this PNG")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
+
+    p = sub.add_parser("dashboard", help="serve the live triage dashboard from the workers' metrics")
+    _common(p)
+    p.add_argument("--worker", action="append", metavar="NAME=URL",
+                   help="a worker's metrics URL, e.g. student=http://127.0.0.1:9101/metrics (repeatable; default "
+                        "student on 9101 and teacher on 9102 of 127.0.0.1)")
+    p.add_argument("--dashboard-port", type=int, help="port of the page (default 8080)")
+    p.add_argument("--dashboard-host", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
 
     p = sub.add_parser("bench", help="measure the student path, the teacher and cascade vs teacher-only")
     _common(p)
@@ -123,13 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     fields = ("broker", "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "student",
-              "teacher_model", "teacher_device", "checkpoint_path", "teacher_timeout", "broker_timeout")
+              "teacher_model", "teacher_device", "checkpoint_path", "teacher_timeout", "broker_timeout",
+              "log_format", "metrics_port", "metrics_host", "dashboard_port", "dashboard_host")
     return Settings.from_env().replace(**{f: getattr(args, f, None) for f in fields})
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(settings: Settings) -> None:
+    import logging.config
+
+    from streamer.logs import logging_config
+
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
@@ -200,7 +219,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         teacher = Teacher(settings.teacher_model_ref, device=settings.teacher_device,
                           max_length=settings.teacher_max_length, batch_size=settings.teacher_batch_size)
         app = build_teacher_app(settings, catalogue, teacher)
-    run_worker(app, settings.log_level, ready_file=args.ready_file)
+    if settings.metrics_port:
+        port = app.metrics.serve(settings.metrics_port, settings.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    run_worker(app, settings, ready_file=args.ready_file)
     return 0
 
 
@@ -258,14 +280,40 @@ def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.demo import format_report, run_demo
 
+    def show(report: dict[str, Any]) -> None:
+        print(format_report(report), flush=True)
+        if args.json:
+            print(orjson.dumps(report).decode(), flush=True)
+
     report = run_demo(settings, dataset=args.dataset, events=args.events, rate=args.rate,
                       max_in_flight=args.max_in_flight,
                       broker_given=settings.broker is not None,
-                      teacher_steps=args.teacher_steps, timeout=args.timeout)
-    print(format_report(report))
-    if args.json:
-        print(orjson.dumps(report).decode())
+                      teacher_steps=args.teacher_steps, timeout=args.timeout, dashboard=args.dashboard,
+                      on_report=show)
+    if not args.dashboard:
+        show(report)
     return 0 if report["missing"] == 0 and report["duplicates"] == 0 else 1
+
+
+def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from streamer.dashboard import Dashboard
+
+    workers = {"student": "http://127.0.0.1:9101/metrics", "teacher": "http://127.0.0.1:9102/metrics"}
+    if args.worker:
+        workers = {}
+        for item in args.worker:
+            name, sep, url = item.partition("=")
+            if not sep or not url.startswith("http"):
+                print(f"streamer: --worker wants NAME=http://host:port/metrics, got {item!r}", file=sys.stderr)
+                return 2
+            workers[name] = url
+    print(f"Dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}/ reading "
+          f"{', '.join(f'{k} ({v})' for k, v in workers.items())}. Ctrl-C to stop.", flush=True)
+    web.run_app(Dashboard(workers).web_app(), host=settings.dashboard_host, port=settings.dashboard_port,
+                print=None, access_log=None)
+    return 0
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
@@ -317,7 +365,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
 COMMANDS = {"broker": cmd_broker, "topics": cmd_topics, "worker": cmd_worker, "produce": cmd_produce,
             "tail": cmd_tail, "teacher": cmd_teacher, "demo": cmd_demo,
-            "evaluate": cmd_evaluate, "bench": cmd_bench}
+            "evaluate": cmd_evaluate, "bench": cmd_bench, "dashboard": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"streamer: invalid setting: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings)
     try:
         return COMMANDS[args.command](settings, args)
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import orjson
 
 from streamer.broker import EmbeddedBroker, free_port
 from streamer.catalogue import EVENTS, PREDICTIONS, Catalogue, create_topics
+from streamer.dashboard import Dashboard, DashboardThread
 from streamer.datasets import Example, load_examples
 from streamer.io import events_from_examples, produce, read_topic
 from streamer.settings import Settings
@@ -115,12 +117,13 @@ class WorkerProcesses:
     """
 
     def __init__(self, settings: Settings, broker_url: str, teacher_model: str, run_dir: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, metrics_ports: dict[str, int] | None = None) -> None:
         self.settings = settings
         self.broker_url = broker_url
         self.teacher_model = teacher_model
         self.run_dir = run_dir
         self.env = {**os.environ, **settings.to_env(), **(env or {})}
+        self.metrics_ports = metrics_ports or {}
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, role: str) -> None:
@@ -133,6 +136,8 @@ class WorkerProcesses:
             cmd += ["--teacher-model", self.teacher_model]
         else:  # a checkpoint of this run only: the embedded broker forgets everything between runs
             cmd += ["--checkpoint-path", str(self.run_dir / "student.ckpt")]
+        if role in self.metrics_ports:
+            cmd += ["--metrics-port", str(self.metrics_ports[role])]
         log = open(self.run_dir / f"{role}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
 
@@ -249,8 +254,13 @@ async def stream_and_collect(settings: Settings, examples: list[Example], rate: 
 
 def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: int | None = None,
              rate: float = 0.0, max_in_flight: int = 200, broker_given: bool = False, teacher_steps: int | None = None,
-             timeout: float | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Run the whole cascade once and return the report."""
+             timeout: float | None = None, show_progress: bool = True, dashboard: bool = False,
+             on_report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the whole cascade once and return the report.
+
+    With ``dashboard``, the workers expose metrics and the live page is served while the stream
+    runs; once it is done, ``on_report`` gets the report and the page stays up until Ctrl-C.
+    """
     teacher_model = ensure_teacher(settings, dataset, teacher_steps)
     examples = load_examples(dataset, split="stream", limit=events)
     run_dir = Path(settings.data_dir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
@@ -260,7 +270,9 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
         broker = EmbeddedBroker(port=free_port(), log_file=run_dir / "broker.log").start()
         settings = settings.replace(broker=broker.url)
         print(f"Embedded broker (Tansu, memory-only) on {broker.url}", file=sys.stderr)
-    workers = WorkerProcesses(settings, settings.broker_url, teacher_model, run_dir)
+    ports = {"student": free_port(), "teacher": free_port()} if dashboard else {}
+    workers = WorkerProcesses(settings, settings.broker_url, teacher_model, run_dir, metrics_ports=ports)
+    page: DashboardThread | None = None
     try:
         created = asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), settings.bootstrap_servers,
                                             settings.kafka_client_options()))
@@ -269,6 +281,10 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
         workers.start("teacher")
         print(f"Starting a student and a teacher worker (logs in {run_dir}) ...", file=sys.stderr)
         workers.wait_ready()
+        if dashboard:
+            page = DashboardThread(Dashboard({role: f"http://127.0.0.1:{port}/metrics" for role, port in ports.items()}),
+                                   settings.dashboard_host, settings.dashboard_port).start()
+            print(f"Dashboard: {page.url}", file=sys.stderr, flush=True)
         pacing = f"at up to {rate:g}/s" if rate else "as fast as the cascade answers"
         print(f"Streaming {len(examples)} {dataset} events {pacing} (at most {max_in_flight} unanswered) ...",
               file=sys.stderr)
@@ -276,13 +292,24 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
         tally, seconds = asyncio.run(stream_and_collect(settings, examples, rate, max_in_flight, workers, budget,
                                                         show_progress))
         memory = workers.peak_memory_mb()
+        report = tally.report(seconds)
+        report.update(dataset=dataset, teacher_model=teacher_model, policy=settings.policy, target=settings.target,
+                      rate_limit=rate or None, max_in_flight=max_in_flight, peak_memory_mb=memory, logs=str(run_dir))
+        if page is not None:
+            if on_report is not None:
+                on_report(report)
+            print(f"The dashboard is still serving {page.url} (Ctrl-C to stop).", file=sys.stderr, flush=True)
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
     finally:
+        if page is not None:
+            page.stop()
         workers.stop()
         if broker is not None:
             broker.stop()
-    report = tally.report(seconds)
-    report.update(dataset=dataset, teacher_model=teacher_model, policy=settings.policy, target=settings.target,
-                  rate_limit=rate or None, max_in_flight=max_in_flight, peak_memory_mb=memory, logs=str(run_dir))
     return report
 
 
@@ -304,7 +331,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"teacher-answered {pct(report['accuracy_teacher_answered'])}   all {pct(report['accuracy_all'])}",
         f"  agreement with teacher (estimated from audits) "
         f"{pct(report['estimated_agreement_with_teacher'])}, target {100 * report['target']:.0f}% "
-        f"(policy {report['policy']}, final threshold {report['final_threshold']})",
+        f"(policy {report['policy']}, final threshold "
+        f"{'n/a' if report['final_threshold'] is None else format(report['final_threshold'], '.3f')})",
         f"  worker logs           {report['logs']}",
     ]
     return "\n".join(lines)

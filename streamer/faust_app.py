@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 
+from streamer.logs import logging_config
 from streamer.settings import Settings
 from streamer.watchdog import watch_broker
 
@@ -86,6 +87,25 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
+def record_lag(app: faust.App, metrics: Any) -> None:
+    """Set ``streamer_consumer_lag`` for each assigned partition: high watermark minus committed offset."""
+    try:
+        consumer = app.consumer
+        assigned = consumer.assignment()
+    except Exception:  # noqa: BLE001 - not started or rebalancing: try again next tick
+        return
+    committed = getattr(consumer, "_committed_offset", {})
+    for tp in assigned:
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - no fetch response yet for this partition
+            continue
+        if highwater is None:
+            continue
+        done = committed.get(tp) or 0
+        metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(highwater - done, 0))
+
+
 def start_broker_watchdog(app: faust.App, settings: Settings,
                           on_give_up: Callable[[], None] | None = None) -> None:
     """Exit the worker (status 3) once the broker has been away for ``settings.broker_timeout`` seconds."""
@@ -97,16 +117,20 @@ def start_broker_watchdog(app: faust.App, settings: Settings,
         await watch_broker(settings.bootstrap_servers, settings.broker_timeout, on_give_up=on_give_up)
 
 
-def run_worker(app: faust.App, log_level: str = "INFO", ready_file: Path | None = None) -> None:
+def run_worker(app: faust.App, settings: Settings, ready_file: Path | None = None) -> None:
     """Run ``app`` until SIGTERM or Ctrl-C; touch ``ready_file`` once partitions are assigned."""
-    if ready_file is not None:
-        ready = Path(ready_file)
 
-        @app.on_partitions_assigned.connect
-        async def _mark_ready(sender: Any, assigned: Any, **kwargs: Any) -> None:
-            log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
-            ready.parent.mkdir(parents=True, exist_ok=True)
-            ready.touch()
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+        if ready_file is not None:
+            Path(ready_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(ready_file).touch()
 
-    worker = faust.Worker(app, loglevel=log_level.lower(), quiet=True, redirect_stdouts=False)
+    @app.on_before_shutdown.connect
+    async def _stopping(sender: Any, **kwargs: Any) -> None:
+        log.info("shutting down: consumer stopped and offsets committed, flushing the producer")
+
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False,
+                          logging_config=logging_config(settings.log_level, settings.log_format))
     worker.execute_from_commandline()

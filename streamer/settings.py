@@ -77,10 +77,17 @@ class Settings:
     teacher_max_wait: float = 0.05
     teacher_max_length: int = 128
     teacher_timeout: float = 0.0  # > 0: publish the student's answer as provisional after this many seconds
-    # Logging
+    # Logging and monitoring
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json (one JSON object per line)
+    metrics_port: int = 0  # > 0: serve Prometheus metrics on this port
+    metrics_host: str = "127.0.0.1"
+    dashboard_port: int = 8080
+    dashboard_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be text or json, got {self.log_format!r}")
         if self.student not in STUDENTS:
             raise ValueError(f"student must be one of {STUDENTS}, got {self.student!r}")
         if self.policy not in POLICIES:

@@ -18,8 +18,9 @@ from aiokafka import TopicPartition
 
 from streamer.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS, Catalogue
 from streamer.checkpoint import Checkpoint, lock_checkpoint, read_checkpoint, write_checkpoint
-from streamer.faust_app import make_app, raw_topic, start_broker_watchdog
+from streamer.faust_app import make_app, raw_topic, record_lag, start_broker_watchdog
 from streamer.io import groupless_consumer
+from streamer.metrics import WorkerMetrics
 from streamer.records import (Rejection, dead_letter, dead_letter_key, decode, encode, escalation,
                               student_prediction)
 from streamer.settings import Settings
@@ -81,14 +82,18 @@ class StudentState:
                  1e3 * (time.perf_counter() - started))
 
 
-def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage | None = None) -> faust.App:
+def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage | None = None,
+                      metrics: WorkerMetrics | None = None) -> faust.App:
     """The student worker's Faust app; its agent and label follower share one :class:`StudentState`."""
     app = make_app(settings, "student")
     state = StudentState(settings, triage)
     triage = state.triage
     counters = StudentCounters()
+    metrics = metrics or WorkerMetrics("student")
     app.triage = triage  # type: ignore[attr-defined]
     app.counters = counters  # type: ignore[attr-defined]
+    app.metrics = metrics  # type: ignore[attr-defined]
+    metrics.agreement_target.set(settings.target)
     app.student_state = state  # type: ignore[attr-defined]
     events_topic = raw_topic(app, EVENTS)
     predictions = raw_topic(app, PREDICTIONS)
@@ -100,7 +105,8 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
     async def send_dead_letter(value: bytes | None, rejection: Rejection, topic: str, partition: int,
                                offset: int) -> None:
         counters.dead_lettered += 1
-        log.warning("dead-lettered %s/%d@%d: %s", topic, partition, offset, rejection.error)
+        metrics.dead_letters.labels(topic=topic, reason=rejection.reason).inc()
+        log.debug("dead-lettered %s/%d@%d: %s", topic, partition, offset, rejection.error)
         await dead_letters.send(key=dead_letter_key(topic, partition, offset),
                                 value=encode(dead_letter(value, rejection, topic, partition, offset)))
 
@@ -110,11 +116,13 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
             await send_dead_letter(message.value, event, message.topic, message.partition, message.offset)
             return
         counters.events += 1
+        metrics.events.inc()
         route = triage.route(event["text"])
         key = event["id"].encode()
         event_time = int(message.timestamp * 1000)
         if route.escalate:
             counters.escalated += 1
+            metrics.escalations.labels(reason=route.reason).inc()
             record = escalation(event, route.reason, route.label, route.confidence, triage.student.version,
                                 route.threshold, route.weight, event_time)
             await escalations.send(key=key, value=encode(record))
@@ -127,6 +135,8 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
             record = student_prediction(event, route.label, route.confidence, triage.student.version,
                                         route.threshold, event_time)
             await predictions.send(key=key, value=encode(record))
+            metrics.predictions.labels(source="student").inc()
+            metrics.decision_latency.labels(source="student").observe(max(record["decided_time"] - event_time, 0) / 1e3)
 
     @app.agent(events_topic, name="student")
     async def student_agent(stream: faust.StreamT) -> None:
@@ -143,6 +153,7 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
                      reason=record["reason"])
         state.pending.pop(record["id"], None)
         counters.labels += 1
+        metrics.labels_learned.inc()
         return None
 
     @app.task
@@ -185,6 +196,7 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
                 _, answer = state.pending.pop(event_id)
                 counters.provisional += 1
                 await predictions.send(key=event_id.encode(), value=encode(answer))
+                metrics.predictions.labels(source="provisional").inc()
             if expired:
                 log.info("teacher late: published %d provisional student answers (teacher_timeout %.1f s)",
                          len(expired), timeout)
@@ -199,6 +211,13 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
         state.checkpoint("shutdown")
 
     start_broker_watchdog(app, settings, on_give_up=lambda: state.checkpoint("broker lost"))
+
+    @app.timer(1.0)
+    async def update_gauges() -> None:
+        metrics.threshold.set(min(triage.policy.threshold, 1.0))
+        estimate = getattr(triage.policy, "estimated_agreement", lambda: None)()
+        metrics.agreement.set(float("nan") if estimate is None else estimate)
+        record_lag(app, metrics)
 
     @app.timer(10.0)
     async def report() -> None:

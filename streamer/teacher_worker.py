@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 
 from streamer.catalogue import DEAD_LETTER, ESCALATIONS, LABELS, PREDICTIONS, Catalogue
-from streamer.faust_app import make_app, raw_topic, start_broker_watchdog
+from streamer.faust_app import make_app, raw_topic, record_lag, start_broker_watchdog
+from streamer.metrics import WorkerMetrics
 from streamer.records import Rejection, dead_letter, dead_letter_key, decode, encode, label_record, teacher_prediction
 from streamer.settings import Settings
 from streamer.teacher import Teacher
@@ -23,8 +24,11 @@ from streamer.teacher import Teacher
 log = logging.getLogger(__name__)
 
 
-def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher) -> faust.App:
+def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher,
+                      metrics: WorkerMetrics | None = None) -> faust.App:
     app = make_app(settings, "teacher")
+    metrics = metrics or WorkerMetrics("teacher")
+    app.metrics = metrics  # type: ignore[attr-defined]
     escalations_topic = raw_topic(app, ESCALATIONS)
     predictions = raw_topic(app, PREDICTIONS)
     labels = raw_topic(app, LABELS)
@@ -42,7 +46,8 @@ def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher
                 m = ev.message
                 record = decode(m.value, spec, settings.max_text_bytes)
                 if isinstance(record, Rejection):
-                    log.warning("dead-lettered %s/%d@%d: %s", m.topic, m.partition, m.offset, record.error)
+                    metrics.dead_letters.labels(topic=m.topic, reason=record.reason).inc()
+                    log.debug("dead-lettered %s/%d@%d: %s", m.topic, m.partition, m.offset, record.error)
                     await dead_letters.send(key=dead_letter_key(m.topic, m.partition, m.offset),
                                             value=encode(dead_letter(m.value, record, m.topic, m.partition, m.offset)))
                 else:
@@ -51,16 +56,27 @@ def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher
                 continue
             started = time.perf_counter()
             results = await loop.run_in_executor(executor, teacher.predict, [r["text"] for r in records])
+            seconds = time.perf_counter() - started
             stats["batches"] += 1
             stats["sequences"] += len(records)
-            stats["seconds"] += time.perf_counter() - started
+            stats["seconds"] += seconds
+            metrics.teacher_batch_size.observe(len(records))
+            metrics.teacher_batch_seconds.observe(seconds)
+            log.debug("teacher batch: %d sequences in %.3f s", len(records), seconds)
             for record, (label, confidence) in zip(records, results):
                 key = record["id"].encode()
-                await predictions.send(key=key, value=encode(teacher_prediction(record, label, confidence,
-                                                                                teacher.version)))
+                answer = teacher_prediction(record, label, confidence, teacher.version)
+                await predictions.send(key=key, value=encode(answer))
                 await labels.send(key=key, value=encode(label_record(record, label, teacher.version)))
+                metrics.predictions.labels(source="teacher").inc()
+                metrics.decision_latency.labels(source="teacher").observe(
+                    max(answer["decided_time"] - answer["event_time"], 0) / 1e3)
 
     start_broker_watchdog(app, settings)
+
+    @app.timer(1.0)
+    async def update_lag() -> None:
+        record_lag(app, metrics)
 
     @app.timer(10.0)
     async def report() -> None:
