@@ -258,7 +258,9 @@ def test_a_checkpoint_restores_the_student_and_keeps_the_policy_only_if_its_sett
 
     same = build_student_app(settings, Catalogue.load())
     assert same.triage.student.version == 10 and same.student_state.label_offsets == {0: 10}
+    same.student_state.lock.close()  # as if that worker had exited
     changed = build_student_app(settings.replace(target=0.95), Catalogue.load())
     assert changed.triage.student.version == 10 and changed.triage.policy.target == 0.95
+    changed.student_state.lock.close()
     other_student = build_student_app(settings.replace(student="nb-binary"), Catalogue.load())
     assert other_student.triage.student.version == 0 and other_student.student_state.label_offsets == {}
