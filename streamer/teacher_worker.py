@@ -62,7 +62,7 @@ def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher
             stats["seconds"] += seconds
             metrics.teacher_batch_size.observe(len(records))
             metrics.teacher_batch_seconds.observe(seconds)
-            log.debug("teacher batch: %d sequences in %.3f s", len(records), seconds)
+            log.info("teacher batch: %d sequences in %.3f s", len(records), seconds)
             for record, (label, confidence) in zip(records, results):
                 key = record["id"].encode()
                 answer = teacher_prediction(record, label, confidence, teacher.version)
