@@ -186,6 +186,12 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_metrics(settings: Settings, metrics: Any) -> None:
+    if settings.metrics_port:
+        port = metrics.serve(settings.metrics_port, settings.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+
+
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.catalogue import Catalogue
     from streamer.faust_app import run_worker
@@ -205,23 +211,22 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_BROKER_LOST
     if args.role == "student":
         from streamer.checkpoint import CheckpointError
-        from streamer.student_worker import build_student_app
+        from streamer.student_worker import StudentWorker
 
         try:
-            app = build_student_app(settings, catalogue)
+            student = StudentWorker(settings, catalogue)
         except CheckpointError as exc:
             print(f"streamer: {exc}", file=sys.stderr)
             return 2
-    else:
-        from streamer.teacher import Teacher
-        from streamer.teacher_worker import build_teacher_app
+        serve_metrics(settings, student.metrics)
+        return asyncio.run(student.run(ready_file=args.ready_file))
+    from streamer.teacher import Teacher
+    from streamer.teacher_worker import build_teacher_app
 
-        teacher = Teacher(settings.teacher_model_ref, device=settings.teacher_device,
-                          max_length=settings.teacher_max_length, batch_size=settings.teacher_batch_size)
-        app = build_teacher_app(settings, catalogue, teacher)
-    if settings.metrics_port:
-        port = app.metrics.serve(settings.metrics_port, settings.metrics_host)
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    teacher = Teacher(settings.teacher_model_ref, device=settings.teacher_device,
+                      max_length=settings.teacher_max_length, batch_size=settings.teacher_batch_size)
+    app = build_teacher_app(settings, catalogue, teacher)
+    serve_metrics(settings, app.metrics)
     run_worker(app, settings, ready_file=args.ready_file)
     return 0
 

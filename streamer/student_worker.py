@@ -1,32 +1,47 @@
 """The student worker: answers or escalates each event, learns every teacher label.
 
-``events`` partitions are split among student workers (one consumer group), while
-every worker reads *all* partitions of ``labels`` (no group), so each holds a full
-replica of the student. The replica is checkpointed with the ``labels`` offsets it
-has learned up to (periodically, on shutdown and before giving up on the broker)
-and restored on start; only the labels after the checkpoint are replayed.
+``events`` partitions are split among student workers (consumer group
+``babybear-student``), while every worker reads *all* partitions of ``labels`` (no
+group), so each holds a full replica of the student. The replica is checkpointed with
+the ``labels`` offsets it has learned up to (periodically, on shutdown and before
+giving up on the broker) and restored on start; only the labels after the checkpoint
+are replayed.
+
+The hot path runs on plain aiokafka rather than Faust: read a batch with ``getmany``,
+route each event, hand each record to the producer, and commit a partition's offset
+only once every record produced for the events before it has been acknowledged
+(at-least-once). Measured on 2 cores: 21k events/s for this loop against 5.2k through
+a Faust agent with the same student (``streamer bench``; README, Speed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-import faust
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from streamer.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS, Catalogue
 from streamer.checkpoint import Checkpoint, lock_checkpoint, read_checkpoint, write_checkpoint
-from streamer.faust_app import make_app, raw_topic, record_lag, start_broker_watchdog
 from streamer.io import groupless_consumer
 from streamer.metrics import WorkerMetrics
 from streamer.records import (Rejection, dead_letter, dead_letter_key, decode, encode, escalation,
                               student_prediction)
 from streamer.settings import Settings
 from streamer.triage import Triage, build_triage, triage_config
+from streamer.watchdog import watch_broker
 
 log = logging.getLogger(__name__)
+
+GROUP_ID = "babybear-student"
+COMMIT_INTERVAL = 1.0
+#: ``send(topic, key, value)``: hand one record to the producer (resolves once it is queued).
+Send = Callable[[str, bytes | None, bytes], Awaitable[None]]
 
 
 class StudentCounters:
@@ -82,84 +97,99 @@ class StudentState:
                  1e3 * (time.perf_counter() - started))
 
 
-def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage | None = None,
-                      metrics: WorkerMetrics | None = None) -> faust.App:
-    """The student worker's Faust app; its agent and label follower share one :class:`StudentState`."""
-    app = make_app(settings, "student")
-    state = StudentState(settings, triage)
-    triage = state.triage
-    counters = StudentCounters()
-    metrics = metrics or WorkerMetrics("student")
-    app.triage = triage  # type: ignore[attr-defined]
-    app.counters = counters  # type: ignore[attr-defined]
-    app.metrics = metrics  # type: ignore[attr-defined]
-    metrics.agreement_target.set(settings.target)
-    app.student_state = state  # type: ignore[attr-defined]
-    events_topic = raw_topic(app, EVENTS)
-    predictions = raw_topic(app, PREDICTIONS)
-    escalations = raw_topic(app, ESCALATIONS)
-    dead_letters = raw_topic(app, DEAD_LETTER)
-    events_spec, labels_spec = catalogue[EVENTS], catalogue[LABELS]
-    timeout = settings.teacher_timeout
+class StudentWorker:
+    """One student worker: routing, learning, checkpoints, metrics, and the consume/produce loop.
 
-    async def send_dead_letter(value: bytes | None, rejection: Rejection, topic: str, partition: int,
-                               offset: int) -> None:
-        counters.dead_lettered += 1
-        metrics.dead_letters.labels(topic=topic, reason=rejection.reason).inc()
+    :meth:`handle_event` and :meth:`learn_label` take a ``send`` callable, so the whole
+    decision path can be driven in process (tests) or on the broker (:meth:`run`).
+    """
+
+    def __init__(self, settings: Settings, catalogue: Catalogue, triage: Triage | None = None,
+                 metrics: WorkerMetrics | None = None) -> None:
+        self.settings = settings
+        self.state = StudentState(settings, triage)
+        self.triage = self.state.triage
+        self.metrics = metrics or WorkerMetrics("student")
+        self.metrics.agreement_target.set(settings.target)
+        self.counters = StudentCounters()
+        self.events_spec, self.labels_spec = catalogue[EVENTS], catalogue[LABELS]
+        self._processed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._acks: list[asyncio.Future[Any]] = []
+
+    # --- the decision path -----------------------------------------------------------------
+
+    async def dead_letter(self, value: bytes | None, rejection: Rejection, topic: str, partition: int,
+                          offset: int, send: Send) -> None:
+        self.counters.dead_lettered += 1
+        self.metrics.dead_letters.labels(topic=topic, reason=rejection.reason).inc()
         log.debug("dead-lettered %s/%d@%d: %s", topic, partition, offset, rejection.error)
-        await dead_letters.send(key=dead_letter_key(topic, partition, offset),
-                                value=encode(dead_letter(value, rejection, topic, partition, offset)))
+        await send(DEAD_LETTER, dead_letter_key(topic, partition, offset),
+                   encode(dead_letter(value, rejection, topic, partition, offset)))
 
-    async def handle(message: Any) -> None:
-        event = decode(message.value, events_spec, settings.max_text_bytes)
+    async def handle_event(self, value: bytes | None, topic: str, partition: int, offset: int,
+                           timestamp_ms: int, send: Send) -> None:
+        """Route one ``events`` record: a prediction, an escalation, or a dead letter."""
+        event = decode(value, self.events_spec, self.settings.max_text_bytes)
         if isinstance(event, Rejection):
-            await send_dead_letter(message.value, event, message.topic, message.partition, message.offset)
+            await self.dead_letter(value, event, topic, partition, offset, send)
             return
-        counters.events += 1
+        triage, metrics = self.triage, self.metrics
+        self.counters.events += 1
         metrics.events.inc()
         route = triage.route(event["text"])
         key = event["id"].encode()
-        event_time = int(message.timestamp * 1000)
         if route.escalate:
-            counters.escalated += 1
+            self.counters.escalated += 1
             metrics.escalations.labels(reason=route.reason).inc()
-            record = escalation(event, route.reason, route.label, route.confidence, triage.student.version,
-                                route.threshold, route.weight, event_time)
-            await escalations.send(key=key, value=encode(record))
-            if timeout > 0 and route.label is not None:
+            await send(ESCALATIONS, key, encode(escalation(event, route.reason, route.label, route.confidence,
+                                                           triage.student.version, route.threshold, route.weight,
+                                                           timestamp_ms)))
+            if self.settings.teacher_timeout > 0 and route.label is not None:
                 answer = student_prediction(event, route.label, route.confidence, triage.student.version,
-                                            route.threshold, event_time, provisional=True)
-                state.pending[event["id"]] = (time.monotonic() + timeout, answer)
+                                            route.threshold, timestamp_ms, provisional=True)
+                self.state.pending[event["id"]] = (time.monotonic() + self.settings.teacher_timeout, answer)
         else:
-            counters.answered += 1
+            self.counters.answered += 1
             record = student_prediction(event, route.label, route.confidence, triage.student.version,
-                                        route.threshold, event_time)
-            await predictions.send(key=key, value=encode(record))
+                                        route.threshold, timestamp_ms)
+            await send(PREDICTIONS, key, encode(record))
             metrics.predictions.labels(source="student").inc()
-            metrics.decision_latency.labels(source="student").observe(max(record["decided_time"] - event_time, 0) / 1e3)
+            metrics.decision_latency.labels(source="student").observe(
+                max(record["decided_time"] - timestamp_ms, 0) / 1e3)
 
-    @app.agent(events_topic, name="student")
-    async def student_agent(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.student_batch_size, within=settings.student_batch_wait):
-            for ev in batch:
-                await handle(ev.message)
-
-    def learn(value: bytes | None) -> Rejection | None:
-        record = decode(value, labels_spec, settings.max_text_bytes)
+    async def learn_label(self, value: bytes | None, topic: str, partition: int, offset: int, send: Send) -> None:
+        """Learn one ``labels`` record (or dead-letter it)."""
+        record = decode(value, self.labels_spec, self.settings.max_text_bytes)
         if isinstance(record, Rejection):
-            return record
-        triage.learn(record["text"], record["label"], student_label=record["student_label"],
-                     student_confidence=record["student_confidence"], weight=record["weight"],
-                     reason=record["reason"])
-        state.pending.pop(record["id"], None)
-        counters.labels += 1
-        metrics.labels_learned.inc()
-        return None
+            await self.dead_letter(value, record, topic, partition, offset, send)
+            return
+        self.triage.learn(record["text"], record["label"], student_label=record["student_label"],
+                          student_confidence=record["student_confidence"], weight=record["weight"],
+                          reason=record["reason"])
+        self.state.pending.pop(record["id"], None)
+        self.counters.labels += 1
+        self.metrics.labels_learned.inc()
 
-    @app.task
-    async def follow_labels() -> None:
+    async def publish_provisional(self, send: Send, now: float | None = None) -> int:
+        """The student's answer, marked provisional, for escalations the teacher has not answered in time."""
+        now = time.monotonic() if now is None else now
+        expired = [event_id for event_id, (deadline, _) in self.state.pending.items() if deadline <= now]
+        for event_id in expired:
+            _, answer = self.state.pending.pop(event_id)
+            self.counters.provisional += 1
+            await send(PREDICTIONS, event_id.encode(), encode(answer))
+            self.metrics.predictions.labels(source="provisional").inc()
+        if expired:
+            log.info("teacher late: published %d provisional student answers (teacher_timeout %.1f s)",
+                     len(expired), self.settings.teacher_timeout)
+        return len(expired)
+
+    # --- on the broker ---------------------------------------------------------------------
+
+    async def follow_labels(self, send: Send) -> None:
         """Read every partition of ``labels`` after the checkpoint (from the start without one); learn each."""
-        consumer = groupless_consumer(settings)
+        consumer = groupless_consumer(self.settings)
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(LABELS) or set()
@@ -168,62 +198,146 @@ def build_student_app(settings: Settings, catalogue: Catalogue, triage: Triage |
                 partitions = consumer.partitions_for_topic(LABELS) or set()
             tps = [TopicPartition(LABELS, p) for p in sorted(partitions)]
             consumer.assign(tps)
+            offsets = self.state.label_offsets
             for tp in tps:
-                if tp.partition in state.label_offsets:
-                    consumer.seek(tp, state.label_offsets[tp.partition])
+                if tp.partition in offsets:
+                    consumer.seek(tp, offsets[tp.partition])
                 else:
                     await consumer.seek_to_beginning(tp)
             log.info("following all %d partitions of %s from offsets %s", len(tps), LABELS,
-                     {p: state.label_offsets.get(p, 0) for p in sorted(partitions)})
+                     {p: offsets.get(p, 0) for p in sorted(partitions)})
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for tp, messages in batches.items():
                     for m in messages:
-                        rejection = learn(m.value)
-                        state.label_offsets[tp.partition] = m.offset + 1
-                        if rejection is not None:
-                            await send_dead_letter(m.value, rejection, tp.topic, tp.partition, m.offset)
+                        await self.learn_label(m.value, tp.topic, tp.partition, m.offset, send)
+                        offsets[tp.partition] = m.offset + 1
         finally:
             await consumer.stop()
 
-    if timeout > 0:
-        @app.timer(min(timeout / 2, 1.0))
-        async def publish_provisional() -> None:
-            """The student's answer, marked provisional, for escalations the teacher has not answered in time."""
-            now = time.monotonic()
-            expired = [event_id for event_id, (deadline, _) in state.pending.items() if deadline <= now]
-            for event_id in expired:
-                _, answer = state.pending.pop(event_id)
-                counters.provisional += 1
-                await predictions.send(key=event_id.encode(), value=encode(answer))
-                metrics.predictions.labels(source="provisional").inc()
-            if expired:
-                log.info("teacher late: published %d provisional student answers (teacher_timeout %.1f s)",
-                         len(expired), timeout)
+    async def commit(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition] | None = None) -> None:
+        """Commit processed offsets once every record produced so far is acknowledged by the broker."""
+        assigned = consumer.assignment()
+        offsets = {tp: o for tp, o in self._processed.items()
+                   if tp in assigned and (partitions is None or tp in partitions) and self._committed.get(tp) != o}
+        acks, self._acks = self._acks, []
+        try:
+            await asyncio.gather(*acks)
+        except Exception:
+            self._processed.clear()  # a record was not delivered: commit nothing more, reprocess after restart
+            raise
+        if offsets:
+            await consumer.commit(offsets)
+            self._committed.update(offsets)
 
-    if settings.checkpoint_interval > 0:
-        @app.timer(settings.checkpoint_interval)
-        async def periodic_checkpoint() -> None:
-            state.checkpoint("periodic")
+    def update_gauges(self, consumer: AIOKafkaConsumer) -> None:
+        policy = self.triage.policy
+        self.metrics.threshold.set(min(policy.threshold, 1.0))
+        estimate = getattr(policy, "estimated_agreement", lambda: None)()
+        self.metrics.agreement.set(float("nan") if estimate is None else estimate)
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(highwater - self._committed.get(tp, 0), 0)
+                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
-    @app.on_before_shutdown.connect
-    async def checkpoint_on_shutdown(sender: Any, **kwargs: Any) -> None:
-        state.checkpoint("shutdown")
-
-    start_broker_watchdog(app, settings, on_give_up=lambda: state.checkpoint("broker lost"))
-
-    @app.timer(1.0)
-    async def update_gauges() -> None:
-        metrics.threshold.set(min(triage.policy.threshold, 1.0))
-        estimate = getattr(triage.policy, "estimated_agreement", lambda: None)()
-        metrics.agreement.set(float("nan") if estimate is None else estimate)
-        record_lag(app, metrics)
-
-    @app.timer(10.0)
-    async def report() -> None:
-        estimate = getattr(triage.policy, "estimated_agreement", lambda: None)()
+    def log_summary(self) -> None:
+        c = self.counters
+        estimate = getattr(self.triage.policy, "estimated_agreement", lambda: None)()
         log.info("student: events=%d answered=%d escalated=%d provisional=%d dead_lettered=%d labels_learned=%d "
-                 "threshold=%.3f estimated_agreement=%s", counters.events, counters.answered,
-                 counters.escalated, counters.provisional, counters.dead_lettered, counters.labels,
-                 triage.policy.threshold, "n/a" if estimate is None else f"{estimate:.3f}")
-    return app
+                 "threshold=%.3f estimated_agreement=%s", c.events, c.answered, c.escalated, c.provisional,
+                 c.dead_lettered, c.labels, self.triage.policy.threshold,
+                 "n/a" if estimate is None else f"{estimate:.3f}")
+
+    async def run(self, ready_file: Path | None = None) -> int:
+        """Consume ``events`` until SIGTERM or Ctrl-C, then commit, checkpoint and stop; returns the exit status."""
+        settings = self.settings
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        client = settings.kafka_client_options()
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5,
+                                    max_batch_size=256 * 1024, **client)
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=GROUP_ID,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                                    session_timeout_ms=int(settings.session_timeout * 1000),
+                                    heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
+                                    max_poll_records=settings.student_batch_size, **client)
+        async def send(topic: str, key: bytes | None, value: bytes) -> None:
+            self._acks.append(await producer.send(topic, value, key=key))
+
+        await producer.start()
+        consumer.subscribe([EVENTS], listener=_Rebalance(self, consumer, ready_file))
+        await consumer.start()
+        log.info("student worker consuming %s in group %s", EVENTS, GROUP_ID)
+        tasks = [asyncio.create_task(self.follow_labels(send), name="follow-labels"),
+                 asyncio.create_task(_every(1.0, lambda: self.update_gauges(consumer)), name="gauges"),
+                 asyncio.create_task(_every(10.0, self.log_summary), name="summary")]
+        if settings.checkpoint_interval > 0:
+            tasks.append(asyncio.create_task(_every(settings.checkpoint_interval,
+                                                    lambda: self.state.checkpoint("periodic")), name="checkpoint"))
+        if settings.teacher_timeout > 0:
+            tasks.append(asyncio.create_task(_every(min(settings.teacher_timeout / 2, 1.0),
+                                                          lambda: self.publish_provisional(send)), name="provisional"))
+        if settings.broker_timeout > 0:
+            tasks.append(asyncio.create_task(watch_broker(
+                settings.bootstrap_servers, settings.broker_timeout,
+                on_give_up=lambda: self.state.checkpoint("broker lost")), name="watchdog"))
+        last_commit = time.monotonic()
+        try:
+            while not stop.is_set():
+                for task in tasks:
+                    if task.done() and task.exception() is not None:
+                        raise RuntimeError(f"student task {task.get_name()} failed") from task.exception()
+                batches = await consumer.getmany(timeout_ms=100, max_records=settings.student_batch_size)
+                for tp, messages in batches.items():
+                    for m in messages:
+                        await self.handle_event(m.value, tp.topic, tp.partition, m.offset, m.timestamp, send)
+                    self._processed[tp] = messages[-1].offset + 1
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL:
+                    await self.commit(consumer)
+                    last_commit = time.monotonic()
+        finally:
+            log.info("shutting down: stopped consuming; committing, writing the checkpoint, flushing")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await self.commit(consumer)
+            except Exception as exc:  # noqa: BLE001 - uncommitted events are processed again after restart
+                log.warning("final commit failed (%r): the last events will be processed again", exc)
+            self.state.checkpoint("shutdown")
+            await consumer.stop()
+            await producer.stop()
+            log.info("student worker stopped")
+        return 0
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Commit what was processed before partitions move; mark the worker ready once it has some."""
+
+    def __init__(self, worker: StudentWorker, consumer: AIOKafkaConsumer, ready_file: Path | None) -> None:
+        self.worker, self.consumer, self.ready_file = worker, consumer, ready_file
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            await self.worker.commit(self.consumer, set(revoked))
+            for tp in revoked:
+                self.worker._processed.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+        if self.ready_file is not None:
+            Path(self.ready_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.ready_file).touch()
+
+
+async def _every(seconds: float, fn: Callable[[], Any]) -> None:
+    """Call ``fn`` every ``seconds`` (awaiting it when it returns an awaitable)."""
+    while True:
+        await asyncio.sleep(seconds)
+        result = fn()
+        if asyncio.iscoroutine(result):
+            await result

@@ -247,7 +247,7 @@ def test_a_checkpoint_restores_the_student_and_keeps_the_policy_only_if_its_sett
     from streamer.catalogue import Catalogue
     from streamer.checkpoint import Checkpoint, write_checkpoint
     from streamer.settings import Settings
-    from streamer.student_worker import build_student_app
+    from streamer.student_worker import StudentWorker
     from streamer.triage import build_triage, triage_config
 
     settings = Settings(data_dir=tmp_path, target=0.9)
@@ -256,11 +256,11 @@ def test_a_checkpoint_restores_the_student_and_keeps_the_policy_only_if_its_sett
         triage.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
     write_checkpoint(settings.student_checkpoint, Checkpoint(triage, {0: 10}, triage_config(settings)))
 
-    same = build_student_app(settings, Catalogue.load())
-    assert same.triage.student.version == 10 and same.student_state.label_offsets == {0: 10}
-    same.student_state.lock.close()  # as if that worker had exited
-    changed = build_student_app(settings.replace(target=0.95), Catalogue.load())
+    same = StudentWorker(settings, Catalogue.load())
+    assert same.triage.student.version == 10 and same.state.label_offsets == {0: 10}
+    same.state.lock.close()  # as if that worker had exited
+    changed = StudentWorker(settings.replace(target=0.95), Catalogue.load())
     assert changed.triage.student.version == 10 and changed.triage.policy.target == 0.95
-    changed.student_state.lock.close()
-    other_student = build_student_app(settings.replace(student="nb-binary"), Catalogue.load())
-    assert other_student.triage.student.version == 0 and other_student.student_state.label_offsets == {}
+    changed.state.lock.close()
+    other_student = StudentWorker(settings.replace(student="nb-binary"), Catalogue.load())
+    assert other_student.triage.student.version == 0 and other_student.state.label_offsets == {}

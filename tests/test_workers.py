@@ -1,0 +1,124 @@
+"""Unit tests of the workers' decision paths, in process and without a broker.
+
+The student's path is driven through :class:`StudentWorker` with a collecting ``send``;
+the teacher's Faust agent through ``agent.test_context()`` with its sends captured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from unittest.mock import patch
+
+import orjson
+
+from streamer.catalogue import Catalogue
+from streamer.settings import Settings
+from streamer.student_worker import StudentWorker
+from streamer.teacher_worker import build_teacher_app
+
+
+class Collector:
+    """A ``send`` that records (topic, key, decoded value)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, dict]] = []
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, key, orjson.loads(value)))
+
+
+def run_student(tmp_path: Path, values: list[bytes], learned=(), warmup: int = 0, **settings) -> tuple[StudentWorker, list]:
+    options = {"policy": "fixed", "threshold": 0.8, **settings}
+    worker = StudentWorker(Settings(data_dir=tmp_path, warmup_labels=warmup, **options), Catalogue.load())
+    for text, label in learned:
+        worker.triage.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
+    send = Collector()
+
+    async def go() -> None:
+        for offset, value in enumerate(values):
+            await worker.handle_event(value, "events", 0, offset, 1_000, send)
+
+    asyncio.run(go())
+    return worker, send.sent
+
+
+def test_untrained_student_escalates_as_warmup(tmp_path):
+    _, sent = run_student(tmp_path, [orjson.dumps({"id": "1", "text": "a film", "src": "x"})], warmup=5)
+    [(topic, key, record)] = sent
+    assert topic == "escalations" and key == b"1"
+    assert record["reason"] == "warmup" and record["event"] == {"src": "x"}
+
+
+def test_confident_student_answers_and_passes_fields_through(tmp_path):
+    learned = [("wonderful moving film", "fresh"), ("tedious awful mess", "rotten")] * 20
+    worker, sent = run_student(tmp_path, [orjson.dumps({"id": "9", "text": "wonderful film", "lang": "en"})], learned)
+    [(topic, key, record)] = sent
+    assert topic == "predictions" and key == b"9"
+    assert record["source"] == "student" and record["label"] == "fresh" and record["confidence"] >= 0.8
+    assert record["lang"] == "en" and record["student_version"] == 40
+    assert worker.metrics.predictions.labels(source="student")._value.get() == 1
+
+
+def test_bad_events_go_to_dead_letter_and_the_stream_continues(tmp_path):
+    values = [b"\xff\xfe", b"{oops", b'{"id": "1"}', orjson.dumps({"id": "2", "text": "fine"})]
+    _, sent = run_student(tmp_path, values, warmup=1)
+    dead = [(key, r) for t, key, r in sent if t == "dead-letter"]
+    assert [r["reason"] for _, r in dead] == ["invalid_utf8", "invalid_json", "schema"]
+    assert [key for key, _ in dead] == [b"events/0/0", b"events/0/1", b"events/0/2"]
+    assert [t for t, _, _ in sent][-1] == "escalations"
+
+
+def test_late_escalations_get_a_provisional_answer_until_the_label_arrives(tmp_path):
+    learned = [("wonderful moving film", "fresh"), ("tedious awful mess", "rotten")] * 20
+    events = [orjson.dumps({"id": "a", "text": "wonderful mess"}), orjson.dumps({"id": "b", "text": "moving mess"})]
+    worker, sent = run_student(tmp_path, events, learned, teacher_timeout=5.0, threshold=1.0)
+    assert [t for t, _, _ in sent] == ["escalations", "escalations"] and set(worker.state.pending) == {"a", "b"}
+    esc_b = sent[1][2]
+    label_b = {"id": "b", "text": esc_b["text"], "label": "rotten", "teacher_version": "t", "reason": esc_b["reason"],
+               "student_label": esc_b["student_label"], "student_confidence": esc_b["student_confidence"],
+               "weight": 1.0, "labelled_time": 1}
+    send = Collector()
+
+    async def go() -> int:
+        await worker.learn_label(orjson.dumps(label_b), "labels", 0, 0, send)  # b answered in time
+        return await worker.publish_provisional(send, now=10**9)
+
+    assert asyncio.run(go()) == 1
+    [(topic, key, record)] = send.sent
+    assert topic == "predictions" and key == b"a" and record["provisional"] is True and record["source"] == "student"
+
+
+class StubTeacher:
+    """A stand-in model: labels every text by its length (the agent's plumbing is what is tested)."""
+
+    version = "stub-1"
+
+    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        return [("long" if len(t) > 5 else "short", 0.9) for t in texts]
+
+
+def test_teacher_agent_answers_feeds_back_and_dead_letters(tmp_path):
+    app = build_teacher_app(Settings(data_dir=tmp_path), Catalogue.load(), StubTeacher())
+    app.finalize()
+    app.flow_control.resume()
+    esc = {"id": "e1", "text": "a long text", "event": {"src": "x"}, "reason": "low_confidence",
+           "student_label": "short", "student_confidence": 0.6, "student_version": 3, "threshold": 0.8,
+           "weight": 1.0, "event_time": 1000, "escalated_time": 1001}
+    sent: list = []
+
+    async def capture(topic, *args, **kwargs):
+        sent.append((topic.get_topic_name(), kwargs["key"], orjson.loads(kwargs["value"])))
+
+    async def go() -> None:
+        with patch("faust.topics.Topic.send", new=capture):
+            async with app.agents["teacher"].test_context() as agent:
+                await agent.put(b"not json", key=b"k")
+                await agent.put(orjson.dumps(esc), key=b"e1")
+                await asyncio.sleep(0.3)
+
+    asyncio.run(go())
+    by_topic = {topic: record for topic, _, record in sent}
+    assert by_topic["dead-letter"]["reason"] == "invalid_json"
+    assert by_topic["predictions"]["label"] == "long" and by_topic["predictions"]["source"] == "teacher"
+    assert by_topic["predictions"]["src"] == "x" and by_topic["labels"]["student_label"] == "short"
