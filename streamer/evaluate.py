@@ -42,6 +42,12 @@ class EvalResult:
     accuracy_teacher_only: float
     accuracy_student_only: float
     final_threshold: float
+    student: str = ""
+    #: NER only: entity-level F1 (exact span and type) against gold, and the cascade's F1 over the teacher's
+    f1_cascade: float | None = None
+    f1_teacher_only: float | None = None
+    f1_student_only: float | None = None
+    f1_cascade_relative_to_teacher: float | None = None
     curve: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -51,9 +57,9 @@ class EvalResult:
 
 
 def teacher_labels(teacher_model: str, examples: list[Example], cache_dir: Path, *, device: str = "auto",
-                   max_length: int = 128, progress: bool = True) -> list[str]:
+                   max_length: int = 128, progress: bool = True, task: str = "classify") -> list[str]:
     """The teacher's label for every example, computed once and cached on disk."""
-    from streamer.teacher import Teacher, read_meta
+    from streamer.teacher import load_teacher, read_meta
 
     meta = read_meta(Path(teacher_model)) if Path(teacher_model).is_dir() else {}
     digest = hashlib.sha256()
@@ -65,7 +71,7 @@ def teacher_labels(teacher_model: str, examples: list[Example], cache_dir: Path,
         return orjson.loads(cache.read_bytes())
     from tqdm import tqdm
 
-    teacher = Teacher(teacher_model, device=device, max_length=max_length, batch_size=64)
+    teacher = load_teacher(task, teacher_model, device=device, max_length=max_length, batch_size=64)
     labels: list[str] = []
     chunk = 512
     with tqdm(total=len(examples), desc="teacher labels (once, cached)", unit="ev", disable=not progress,
@@ -88,6 +94,8 @@ def replay(examples: list[Example], labels: list[str], settings: Settings, *, wi
     recent_calls: deque[int] = deque(maxlen=window)
     recent_agree: deque[int] = deque(maxlen=window)
     curve: dict[str, list[float]] = {"events": [], "teacher_call_share": [], "agreement": [], "threshold": []}
+    answers: list[str] = []
+    student_answers: list[str] = []
     for i, (ex, teacher_label) in enumerate(zip(examples, labels)):
         route = triage.route(ex.text)
         if route.escalate:
@@ -98,6 +106,8 @@ def replay(examples: list[Example], labels: list[str], settings: Settings, *, wi
                          weight=route.weight, reason=route.reason)
         else:
             answer = route.label
+        answers.append(answer)
+        student_answers.append(route.label or "")
         agrees = answer == teacher_label
         agree += agrees
         if i >= n // 2:
@@ -112,7 +122,19 @@ def replay(examples: list[Example], labels: list[str], settings: Settings, *, wi
             curve["teacher_call_share"].append(sum(recent_calls) / len(recent_calls))
             curve["agreement"].append(sum(recent_agree) / len(recent_agree))
             curve["threshold"].append(min(policy.threshold, 1.0))
+    f1: dict[str, float | None] = {}
+    if settings.task == "ner":
+        from streamer.ner import entity_f1
+
+        gold = [ex.label for ex in examples]
+        blank = [" ".join("O" for _ in ex.text.split(" ")) for ex in examples]
+        f1["f1_cascade"] = entity_f1(gold, answers)["f1"]
+        f1["f1_teacher_only"] = entity_f1(gold, labels)["f1"]
+        f1["f1_student_only"] = entity_f1(gold, [a or b for a, b in zip(student_answers, blank)])["f1"]
+        f1["f1_cascade_relative_to_teacher"] = (round(f1["f1_cascade"] / f1["f1_teacher_only"], 4)
+                                                if f1["f1_teacher_only"] else None)
     return EvalResult(
+        student=settings.student_kind, **f1,
         events=n, policy=settings.policy, target=settings.target, teacher_calls=calls,
         teacher_calls_saved_pct=round(100.0 * (1 - calls / n), 2), audits=audits,
         agreement_with_teacher=round(agree / n, 4), agreement_second_half=round(agree_second / (n - n // 2), 4),
@@ -129,13 +151,19 @@ def sweep(examples: list[Example], labels: list[str], settings: Settings,
 
 
 def format_table(results: list[EvalResult]) -> str:
-    head = (f"{'policy':7} {'target':>6} {'saved %':>8} {'agreement':>9} {'2nd half':>8} {'acc cascade':>11} "
-            f"{'acc teacher':>11} {'acc student':>11} {'threshold':>9}")
+    ner = any(r.f1_cascade is not None for r in results)
+    quality = ("F1 cascade", "F1 teacher", "F1 student", "F1 rel.") if ner else ("acc cascade", "acc teacher",
+                                                                              "acc student")
+    head = (f"{'student':10} {'policy':7} {'target':>6} {'saved %':>8} {'agreement':>9} {'2nd half':>8} "
+            + " ".join(f"{q:>11}" for q in quality) + f" {'threshold':>9}")
     rows = [head, "-" * len(head)]
     for r in results:
-        rows.append(f"{r.policy:7} {r.target:6.2f} {r.teacher_calls_saved_pct:8.1f} {r.agreement_with_teacher:9.4f} "
-                     f"{r.agreement_second_half:8.4f} {r.accuracy_cascade:11.4f} {r.accuracy_teacher_only:11.4f} "
-                     f"{r.accuracy_student_only:11.4f} {r.final_threshold:9.3f}")
+        figures = ((r.f1_cascade, r.f1_teacher_only, r.f1_student_only, r.f1_cascade_relative_to_teacher) if ner
+                   else (r.accuracy_cascade, r.accuracy_teacher_only, r.accuracy_student_only))
+        rows.append(f"{r.student:10} {r.policy:7} {r.target:6.2f} {r.teacher_calls_saved_pct:8.1f} "
+                    f"{r.agreement_with_teacher:9.4f} {r.agreement_second_half:8.4f} "
+                    + " ".join("n/a".rjust(11) if f is None else f"{f:11.4f}" for f in figures)
+                    + f" {r.final_threshold:9.3f}")
     return "\n".join(rows)
 
 

@@ -94,13 +94,21 @@ def dead_letter_key(topic: str, partition: int, offset: int) -> bytes:
 #: Fields the system writes on a prediction; an event's own fields of these names are replaced.
 PREDICTION_FIELDS = ("id", "label", "confidence", "source", "student_version", "teacher_version",
                      "escalation_reason", "student_label", "student_confidence", "threshold",
-                     "event_time", "decided_time", "provisional")
+                     "event_time", "decided_time", "provisional", "entities")
 _SYSTEM_FIELDS = frozenset(PREDICTION_FIELDS)
 
 
 def passthrough(event: dict[str, Any]) -> dict[str, Any]:
     """The event's own fields, less ``text`` and the fields a prediction sets, carried into its prediction."""
     return {k: v for k, v in event.items() if k != "text" and k not in _SYSTEM_FIELDS}
+
+
+def with_entities(record: dict[str, Any], text: str) -> dict[str, Any]:
+    """Add the entity spans (type, text, character offsets) of a NER prediction's tag string."""
+    from streamer.ner import entities
+
+    record["entities"] = entities(text, record["label"])
+    return record
 
 
 def student_prediction(event: dict[str, Any], label: str, confidence: float, student_version: int,

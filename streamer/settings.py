@@ -21,8 +21,10 @@ from typing import Any
 
 ENV_PREFIX = "STREAMER_"
 POLICIES = ("fixed", "paper", "online")
-STUDENTS = ("nb", "nb-bigram", "nb-binary")
-TASKS = ("classify",)
+#: Student models of each task; the first is the task's default.
+TASK_STUDENTS = {"classify": ("nb", "nb-bigram", "nb-binary"), "ner": ("ner", "ner-binary")}
+STUDENTS = tuple(kind for kinds in TASK_STUDENTS.values() for kind in kinds)
+TASKS = ("classify", "ner")
 SECRET_FIELDS = frozenset({"sasl_password"})
 
 
@@ -60,7 +62,8 @@ class Settings:
     student_batch_wait: float = 0.02
     warmup_labels: int = 100
     max_text_bytes: int = 100_000
-    student: str = "nb"
+    task: str = "classify"  # classify | ner
+    student: str | None = None  # unset: the task's default (nb; ner)
     checkpoint_path: Path | None = None  # unset: <data_dir>/checkpoints/student-<hostname>.ckpt
     checkpoint_interval: float = 30.0
     # Triage
@@ -88,8 +91,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be text or json, got {self.log_format!r}")
-        if self.student not in STUDENTS:
-            raise ValueError(f"student must be one of {STUDENTS}, got {self.student!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.student is not None and self.student not in TASK_STUDENTS[self.task]:
+            raise ValueError(f"student for task {self.task} must be one of {TASK_STUDENTS[self.task]}, "
+                             f"got {self.student!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         for name in ("threshold", "target", "audit_rate"):
@@ -137,7 +143,7 @@ class Settings:
     @property
     def teacher_model_ref(self) -> str:
         """The teacher model id or path; the default trained teacher when unset."""
-        return self.teacher_model or str(self.default_teacher_dir())
+        return self.teacher_model or str(self.default_teacher_dir("wnut16" if self.task == "ner" else "rotten_tomatoes"))
 
     @property
     def student_checkpoint(self) -> Path:
@@ -146,6 +152,11 @@ class Settings:
 
     def default_teacher_dir(self, dataset: str = "rotten_tomatoes") -> Path:
         return self.data_dir / "teachers" / dataset
+
+    @property
+    def student_kind(self) -> str:
+        """The configured student, or the task's default."""
+        return self.student or TASK_STUDENTS[self.task][0]
 
     @property
     def fetch_max_wait_ms(self) -> int:

@@ -31,7 +31,7 @@ from streamer.checkpoint import Checkpoint, lock_checkpoint, read_checkpoint, wr
 from streamer.io import groupless_consumer
 from streamer.metrics import WorkerMetrics
 from streamer.records import (Rejection, dead_letter, dead_letter_key, decode, encode, escalation,
-                              student_prediction)
+                              student_prediction, with_entities)
 from streamer.settings import Settings
 from streamer.triage import Triage, build_triage, triage_config
 from streamer.watchdog import watch_broker
@@ -69,12 +69,12 @@ class StudentState:
                 triage, self.label_offsets = checkpoint.triage, checkpoint.label_offsets
                 if checkpoint.config != triage_config(settings):
                     fresh = build_triage(settings)
-                    if triage.student.kind != settings.student:
+                    if triage.student.kind != settings.student_kind:
                         triage = fresh
                         self.label_offsets = {}
                         log.warning("the checkpoint holds a %r student but the settings ask for %r: starting a "
                                     "fresh one and relearning every label", checkpoint.triage.student.kind,
-                                    settings.student)
+                                    settings.student_kind)
                     else:
                         fresh.student = triage.student
                         triage = fresh
@@ -113,6 +113,7 @@ class StudentWorker:
         self.metrics.agreement_target.set(settings.target)
         self.counters = StudentCounters()
         self.events_spec, self.labels_spec = catalogue[EVENTS], catalogue[LABELS]
+        self.ner = settings.task == "ner"
         self._processed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._acks: list[asyncio.Future[Any]] = []
@@ -148,11 +149,15 @@ class StudentWorker:
             if self.settings.teacher_timeout > 0 and route.label is not None:
                 answer = student_prediction(event, route.label, route.confidence, triage.student.version,
                                             route.threshold, timestamp_ms, provisional=True)
+                if self.ner:
+                    with_entities(answer, event["text"])
                 self.state.pending[event["id"]] = (time.monotonic() + self.settings.teacher_timeout, answer)
         else:
             self.counters.answered += 1
             record = student_prediction(event, route.label, route.confidence, triage.student.version,
                                         route.threshold, timestamp_ms)
+            if self.ner:
+                with_entities(record, event["text"])
             await send(PREDICTIONS, key, encode(record))
             metrics.predictions.labels(source="student").inc()
             metrics.decision_latency.labels(source="student").observe(

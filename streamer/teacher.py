@@ -38,23 +38,27 @@ def pick_device(requested: str = "auto") -> str:
 class Teacher:
     """Loads a sequence classifier and labels batches of texts."""
 
+    #: the ``transformers`` auto class that loads this kind of teacher
+    auto_class = "AutoModelForSequenceClassification"
+    train_command = "streamer teacher train"
+
     def __init__(self, model_ref: str, device: str = "auto", max_length: int = 128, batch_size: int = 64) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        import transformers
 
         local = Path(model_ref)
         if not local.exists() and (model_ref.startswith((".", "/", "~")) or os.sep in model_ref and local.parent.exists()):
             raise TeacherNotFound(
-                f"no teacher model at {model_ref}; train one with `streamer teacher train` "
+                f"no teacher model at {model_ref}; train one with `{self.train_command}` "
                 "or point --teacher-model / STREAMER_TEACHER_MODEL at a model directory or id"
             )
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_ref)
-            model = AutoModelForSequenceClassification.from_pretrained(model_ref)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_ref)
+            model = getattr(transformers, self.auto_class).from_pretrained(model_ref)
         except OSError as exc:
             raise TeacherNotFound(
                 f"could not load the teacher {model_ref!r} ({exc}). A model id needs network access to "
-                "the hub or a local cache; `streamer teacher train` builds one offline."
+                f"the hub or a local cache; `{self.train_command}` builds one offline."
             ) from exc
         self.device = pick_device(device)
         self.dtype = torch.float32
@@ -74,7 +78,7 @@ class Teacher:
         return [self.id2label[i] for i in sorted(self.id2label)]
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
-        """``(label, probability)`` for each text, in input order."""
+        """``(label, probability)`` for each text, in input order (batched by similar length)."""
         import torch
 
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -82,10 +86,25 @@ class Teacher:
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.device)
-                probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
-                conf, top = probs.max(dim=-1)
-                for i, c, t in zip(idx, conf.tolist(), top.tolist()):
-                    out[i] = (self.id2label[t], c)
+                for i, answer in zip(idx, self.predict_batch([texts[i] for i in idx])):
+                    out[i] = answer
         return out
+
+    def predict_batch(self, texts: list[str]) -> list[tuple[str, float]]:
+        import torch
+
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt").to(self.device)
+        probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
+        conf, top = probs.max(dim=-1)
+        return [(self.id2label[t], c) for c, t in zip(conf.tolist(), top.tolist())]
+
+
+def load_teacher(task: str, model_ref: str, *, device: str = "auto", max_length: int = 128,
+                 batch_size: int = 64) -> Teacher:
+    """The teacher of ``task``: a sequence classifier, or a token classifier for ``ner``."""
+    if task == "ner":
+        from streamer.ner import NERTeacher
+
+        return NERTeacher(model_ref, device=device, max_length=max_length, batch_size=batch_size)
+    return Teacher(model_ref, device=device, max_length=max_length, batch_size=batch_size)

@@ -17,7 +17,8 @@ import faust
 from streamer.catalogue import DEAD_LETTER, ESCALATIONS, LABELS, PREDICTIONS, Catalogue
 from streamer.faust_app import make_app, raw_topic, record_lag, start_broker_watchdog
 from streamer.metrics import WorkerMetrics
-from streamer.records import Rejection, dead_letter, dead_letter_key, decode, encode, label_record, teacher_prediction
+from streamer.records import (Rejection, dead_letter, dead_letter_key, decode, encode, label_record,
+                              teacher_prediction, with_entities)
 from streamer.settings import Settings
 from streamer.teacher import Teacher
 
@@ -66,6 +67,8 @@ def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher
             for record, (label, confidence) in zip(records, results):
                 key = record["id"].encode()
                 answer = teacher_prediction(record, label, confidence, teacher.version)
+                if settings.task == "ner":
+                    with_entities(answer, record["text"])
                 await predictions.send(key=key, value=encode(answer))
                 await labels.send(key=key, value=encode(label_record(record, label, teacher.version)))
                 metrics.predictions.labels(source="teacher").inc()

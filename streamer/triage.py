@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from streamer.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP, ThresholdPolicy, build_policy
 from streamer.settings import Settings
 from streamer.student import Student
+
+if TYPE_CHECKING:
+    from streamer.ner import NERStudent
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,7 @@ class Route:
 class Triage:
     """A student, a threshold policy and a warm-up: decides each event's route."""
 
-    def __init__(self, student: Student, policy: ThresholdPolicy, warmup_labels: int = 100, seed: int = 0) -> None:
+    def __init__(self, student: "Student | NERStudent", policy: ThresholdPolicy, warmup_labels: int = 100, seed: int = 0) -> None:
         self.student = student
         self.policy = policy
         self.warmup_labels = warmup_labels
@@ -67,12 +71,20 @@ class Triage:
 
 def triage_config(settings: Settings) -> dict[str, object]:
     """The settings a triage is built from (a checkpoint restores its policy only when they still match)."""
-    return {name: getattr(settings, name) for name in ("student", "policy", "threshold", "target", "audit_rate",
-                                                       "calibration_events", "warmup_labels", "seed")}
+    config: dict[str, object] = {name: getattr(settings, name) for name in (
+        "task", "policy", "threshold", "target", "audit_rate", "calibration_events", "warmup_labels", "seed")}
+    config["student"] = settings.student_kind
+    return config
 
 
 def build_triage(settings: Settings) -> Triage:
     """A fresh student and threshold policy as ``settings`` describe them."""
     policy = build_policy(settings.policy, threshold=settings.threshold, target=settings.target,
                           audit_rate=settings.audit_rate, calibration_events=settings.calibration_events)
-    return Triage(Student(settings.student), policy, warmup_labels=settings.warmup_labels, seed=settings.seed)
+    if settings.task == "ner":
+        from streamer.ner import NERStudent
+
+        student: Student | NERStudent = NERStudent(binary=settings.student_kind == "ner-binary")
+    else:
+        student = Student(settings.student_kind)
+    return Triage(student, policy, warmup_labels=settings.warmup_labels, seed=settings.seed)
