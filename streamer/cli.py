@@ -270,18 +270,13 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.datasets import load_examples
-    from streamer.datasets import TASK_DATASETS
+    from streamer.datasets import dataset_for_task, load_examples
     from streamer.training import DEFAULT_STEPS, TRAIN_TASKS, train_teacher
 
     if args.file is not None:
         examples, name = load_examples(file=args.file, split="all"), args.file.stem
     else:
-        error = dataset_task_error(settings, args.dataset)
-        if error:
-            print(error, file=sys.stderr)
-            return 2
-        name = args.dataset or TASK_DATASETS[settings.task][0]
+        name = dataset_for_task(settings.task, args.dataset)
         examples = load_examples(name, split="teacher")
     out = args.output or settings.default_teacher_dir(name)
     print(f"Fine-tuning all-MiniLM-L6-v2 ({settings.task}) on {len(examples)} examples of {name} ...",
@@ -295,17 +290,8 @@ def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def dataset_task_error(settings: Settings, dataset: str | None) -> str | None:
-    """Why ``dataset`` does not fit ``settings.task``, or ``None`` when it does."""
-    from streamer.datasets import TASK_DATASETS
-
-    for task, names in TASK_DATASETS.items():
-        if dataset in names and task != settings.task:
-            return f"streamer: {dataset} is a {task} dataset; add --task {task}"
-    return None
-
-
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from streamer.datasets import dataset_for_task
     from streamer.demo import format_report, run_demo
 
     def show(report: dict[str, Any]) -> None:
@@ -313,13 +299,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             print(orjson.dumps(report).decode(), flush=True)
 
-    from streamer.datasets import TASK_DATASETS
-
-    error = dataset_task_error(settings, args.dataset)
-    if error:
-        print(error, file=sys.stderr)
-        return 2
-    report = run_demo(settings, dataset=args.dataset or TASK_DATASETS[settings.task][0], events=args.events,
+    report = run_demo(settings, dataset=dataset_for_task(settings.task, args.dataset), events=args.events,
                       rate=args.rate,
                       max_in_flight=args.max_in_flight,
                       broker_given=settings.broker is not None,
@@ -364,7 +344,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from streamer import evaluate
-    from streamer.datasets import TASK_DATASETS, load_examples
+    from streamer.datasets import dataset_for_task, load_examples
     from streamer.settings import TASK_STUDENTS
     from streamer.training import ensure_teacher
 
@@ -375,11 +355,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         name, examples = args.file.stem, load_examples(file=args.file, split="all", limit=args.events)
     else:
-        error = dataset_task_error(settings, args.dataset)
-        if error:
-            print(error, file=sys.stderr)
-            return 2
-        name = args.dataset or TASK_DATASETS[settings.task][0]
+        name = dataset_for_task(settings.task, args.dataset)
         examples = load_examples(name, split="stream", limit=args.events)
     teacher_model = ensure_teacher(settings, name)
     labels = evaluate.teacher_labels(teacher_model, examples, Path(settings.data_dir) / "cache",

@@ -57,6 +57,18 @@ class DatasetError(RuntimeError):
     """A dataset is unknown, not installed, or a file is malformed."""
 
 
+def dataset_for_task(task: str, name: str | None) -> str:
+    """``name``, or the task's default dataset; :class:`DatasetError` if it is a dataset of another task.
+
+    >>> dataset_for_task("ner", None)
+    'wnut16'
+    """
+    for other, names in TASK_DATASETS.items():
+        if name in names and other != task:
+            raise DatasetError(f"{name} is a {other} dataset; add --task {other}")
+    return name or TASK_DATASETS[task][0]
+
+
 def package_dir(package: str, version: str) -> Path:
     """Where ``package`` is installed, found without importing it."""
     spec = importlib.util.find_spec(package)
