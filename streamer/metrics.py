@@ -5,8 +5,8 @@ in one process). ``streamer worker ROLE --metrics-port N`` serves them on ``/met
 
 >>> m = WorkerMetrics("student")
 >>> m.events.inc(3); m.predictions.labels(source="student").inc()
->>> b"streamer_events_total 3.0" in m.exposition()
-True
+>>> b"streamer_events_total 3.0" in m.exposition(), m.value("streamer_events_total")
+(True, 3.0)
 """
 
 from __future__ import annotations
@@ -50,6 +50,20 @@ class WorkerMetrics:
         self.consumer_lag = Gauge("streamer_consumer_lag", "Records not yet processed, per input partition",
                                   ["topic", "partition"], registry=r)
         self._server: Any = None
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of one sample (0 when it has not been recorded yet).
+
+        >>> m = WorkerMetrics("teacher"); m.predictions.labels(source="teacher").inc(2)
+        >>> m.value("streamer_predictions_total", source="teacher"), m.value("streamer_events_total")
+        (2.0, 0.0)
+        """
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def total(self, name: str) -> float:
+        """Sum of one sample name over all its label values."""
+        return sum(sample.value for family in self.registry.collect() for sample in family.samples
+                   if sample.name == name)
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus text format."""

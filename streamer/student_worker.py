@@ -44,18 +44,6 @@ COMMIT_INTERVAL = 1.0
 Send = Callable[[str, bytes | None, bytes], Awaitable[None]]
 
 
-class StudentCounters:
-    """What the worker has done, for its periodic log line."""
-
-    def __init__(self) -> None:
-        self.events = 0
-        self.answered = 0
-        self.escalated = 0
-        self.provisional = 0
-        self.dead_lettered = 0
-        self.labels = 0
-
-
 class StudentState:
     """The worker's triage, the ``labels`` offsets it has learned up to, and escalations awaiting the teacher."""
 
@@ -111,7 +99,11 @@ class StudentWorker:
         self.triage = self.state.triage
         self.metrics = metrics or WorkerMetrics("student")
         self.metrics.agreement_target.set(settings.target)
-        self.counters = StudentCounters()
+        # label children bound once: they are touched for every event
+        self._answered = self.metrics.predictions.labels(source="student")
+        self._answer_latency = self.metrics.decision_latency.labels(source="student")
+        self._escalated = {reason: self.metrics.escalations.labels(reason=reason)
+                           for reason in ("warmup", "low_confidence", "audit")}
         self.events_spec, self.labels_spec = catalogue[EVENTS], catalogue[LABELS]
         self.ner = settings.task == "ner"
         self._processed: dict[TopicPartition, int] = {}
@@ -122,7 +114,6 @@ class StudentWorker:
 
     async def dead_letter(self, value: bytes | None, rejection: Rejection, topic: str, partition: int,
                           offset: int, send: Send) -> None:
-        self.counters.dead_lettered += 1
         self.metrics.dead_letters.labels(topic=topic, reason=rejection.reason).inc()
         log.debug("dead-lettered %s/%d@%d: %s", topic, partition, offset, rejection.error)
         await send(DEAD_LETTER, dead_letter_key(topic, partition, offset),
@@ -135,14 +126,12 @@ class StudentWorker:
         if isinstance(event, Rejection):
             await self.dead_letter(value, event, topic, partition, offset, send)
             return
-        triage, metrics = self.triage, self.metrics
-        self.counters.events += 1
-        metrics.events.inc()
+        triage = self.triage
+        self.metrics.events.inc()
         route = triage.route(event["text"])
         key = event["id"].encode()
         if route.escalate:
-            self.counters.escalated += 1
-            metrics.escalations.labels(reason=route.reason).inc()
+            self._escalated[route.reason].inc()
             await send(ESCALATIONS, key, encode(escalation(event, route.reason, route.label, route.confidence,
                                                            triage.student.version, route.threshold, route.weight,
                                                            timestamp_ms)))
@@ -153,15 +142,13 @@ class StudentWorker:
                     with_entities(answer, event["text"])
                 self.state.pending[event["id"]] = (time.monotonic() + self.settings.teacher_timeout, answer)
         else:
-            self.counters.answered += 1
             record = student_prediction(event, route.label, route.confidence, triage.student.version,
                                         route.threshold, timestamp_ms)
             if self.ner:
                 with_entities(record, event["text"])
             await send(PREDICTIONS, key, encode(record))
-            metrics.predictions.labels(source="student").inc()
-            metrics.decision_latency.labels(source="student").observe(
-                max(record["decided_time"] - timestamp_ms, 0) / 1e3)
+            self._answered.inc()
+            self._answer_latency.observe(max(record["decided_time"] - timestamp_ms, 0) / 1e3)
 
     async def learn_label(self, value: bytes | None, topic: str, partition: int, offset: int, send: Send) -> None:
         """Learn one ``labels`` record (or dead-letter it)."""
@@ -173,7 +160,6 @@ class StudentWorker:
                           student_confidence=record["student_confidence"], weight=record["weight"],
                           reason=record["reason"])
         self.state.pending.pop(record["id"], None)
-        self.counters.labels += 1
         self.metrics.labels_learned.inc()
 
     async def publish_provisional(self, send: Send, now: float | None = None) -> int:
@@ -182,7 +168,6 @@ class StudentWorker:
         expired = [event_id for event_id, (deadline, _) in self.state.pending.items() if deadline <= now]
         for event_id in expired:
             _, answer = self.state.pending.pop(event_id)
-            self.counters.provisional += 1
             await send(PREDICTIONS, event_id.encode(), encode(answer))
             self.metrics.predictions.labels(source="provisional").inc()
         if expired:
@@ -247,11 +232,14 @@ class StudentWorker:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     def log_summary(self) -> None:
-        c = self.counters
+        m = self.metrics
         estimate = getattr(self.triage.policy, "estimated_agreement", lambda: None)()
         log.info("student: events=%d answered=%d escalated=%d provisional=%d dead_lettered=%d labels_learned=%d "
-                 "threshold=%.3f estimated_agreement=%s", c.events, c.answered, c.escalated, c.provisional,
-                 c.dead_lettered, c.labels, self.triage.policy.threshold,
+                 "threshold=%.3f estimated_agreement=%s", m.value("streamer_events_total"),
+                 m.value("streamer_predictions_total", source="student"),
+                 m.total("streamer_escalations_total"), m.value("streamer_predictions_total", source="provisional"),
+                 m.total("streamer_dead_letters_total"),
+                 m.value("streamer_labels_learned_total"), self.triage.policy.threshold,
                  "n/a" if estimate is None else f"{estimate:.3f}")
 
     async def run(self, ready_file: Path | None = None) -> int:

@@ -30,13 +30,14 @@ def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher
     app = make_app(settings, "teacher")
     metrics = metrics or WorkerMetrics("teacher")
     app.metrics = metrics  # type: ignore[attr-defined]
+    answered = metrics.predictions.labels(source="teacher")
+    latency = metrics.decision_latency.labels(source="teacher")
     escalations_topic = raw_topic(app, ESCALATIONS)
     predictions = raw_topic(app, PREDICTIONS)
     labels = raw_topic(app, LABELS)
     dead_letters = raw_topic(app, DEAD_LETTER)
     spec = catalogue[ESCALATIONS]
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher")
-    stats = {"batches": 0, "sequences": 0, "seconds": 0.0}
 
     @app.agent(escalations_topic, name="teacher")
     async def teacher_agent(stream: faust.StreamT) -> None:
@@ -58,9 +59,6 @@ def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher
             started = time.perf_counter()
             results = await loop.run_in_executor(executor, teacher.predict, [r["text"] for r in records])
             seconds = time.perf_counter() - started
-            stats["batches"] += 1
-            stats["sequences"] += len(records)
-            stats["seconds"] += seconds
             metrics.teacher_batch_size.observe(len(records))
             metrics.teacher_batch_seconds.observe(seconds)
             log.info("teacher batch: %d sequences in %.3f s", len(records), seconds)
@@ -71,8 +69,8 @@ def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher
                     with_entities(answer, record["text"])
                 await predictions.send(key=key, value=encode(answer))
                 await labels.send(key=key, value=encode(label_record(record, label, teacher.version)))
-                metrics.predictions.labels(source="teacher").inc()
-                metrics.decision_latency.labels(source="teacher").observe(
+                answered.inc()
+                latency.observe(
                     max(answer["decided_time"] - answer["event_time"], 0) / 1e3)
 
     start_broker_watchdog(app, settings)
@@ -83,9 +81,11 @@ def build_teacher_app(settings: Settings, catalogue: Catalogue, teacher: Teacher
 
     @app.timer(10.0)
     async def report() -> None:
-        if stats["batches"]:
+        batches = metrics.value("streamer_teacher_batch_size_count")
+        if batches:
+            sequences = metrics.value("streamer_teacher_batch_size_sum")
             log.info("teacher: batches=%d sequences=%d mean_batch=%.1f seq_per_s_in_model=%.0f",
-                     stats["batches"], stats["sequences"], stats["sequences"] / stats["batches"],
-                     stats["sequences"] / max(stats["seconds"], 1e-9))
+                     batches, sequences, sequences / batches,
+                     sequences / max(metrics.value("streamer_teacher_batch_seconds_sum"), 1e-9))
 
     return app

@@ -57,7 +57,7 @@ def test_confident_student_answers_and_passes_fields_through(tmp_path):
     assert topic == "predictions" and key == b"9"
     assert record["source"] == "student" and record["label"] == "fresh" and record["confidence"] >= 0.8
     assert record["lang"] == "en" and record["student_version"] == 40
-    assert worker.metrics.predictions.labels(source="student")._value.get() == 1
+    assert worker.metrics.value("streamer_predictions_total", source="student") == 1
 
 
 def test_bad_events_go_to_dead_letter_and_the_stream_continues(tmp_path):
