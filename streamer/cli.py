@@ -402,11 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one clear line for the user instead of a traceback
         from streamer.broker import BrokerError
         from streamer.catalogue import CatalogueError
+        from streamer.dashboard import DashboardError
         from streamer.datasets import DatasetError
         from streamer.demo import DemoError
         from streamer.teacher import TeacherNotFound
 
-        if isinstance(exc, (BrokerError, CatalogueError, DatasetError, DemoError, TeacherNotFound)):
+        if isinstance(exc, (BrokerError, CatalogueError, DashboardError, DatasetError, DemoError, TeacherNotFound)):
             print(f"streamer: {exc}", file=sys.stderr)
             return 1
         raise

@@ -9,6 +9,7 @@ charts on canvas). A worker that cannot be scraped is shown as unreachable, with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 
 HISTORY = 600  # points, one per scrape
 SCRAPER: web.AppKey[asyncio.Task[None]] = web.AppKey("scraper", asyncio.Task)
+
+
+class DashboardError(RuntimeError):
+    """The dashboard cannot serve (for example its port is taken)."""
 
 
 @dataclass
@@ -97,7 +102,8 @@ def derive(prev: Snapshot, cur: Snapshot) -> dict[str, Any]:
     student = rate("streamer_predictions_total", source="student")
     teacher = rate("streamer_predictions_total", source="teacher")
     answered = student + teacher
-    window = {le: max(v - prev.buckets("streamer_decision_latency_seconds").get(le, 0.0), 0.0)
+    before = prev.buckets("streamer_decision_latency_seconds")
+    window = {le: max(v - before.get(le, 0.0), 0.0)
               for le, v in cur.buckets("streamer_decision_latency_seconds").items()}
     return {
         "t": cur.time,
@@ -175,6 +181,8 @@ class Dashboard:
 
         async def stop_scraper(app: web.Application) -> None:
             app[SCRAPER].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await app[SCRAPER]
 
         app.on_startup.append(start_scraper)
         app.on_cleanup.append(stop_scraper)
@@ -183,7 +191,11 @@ class Dashboard:
     async def serve(self, host: str, port: int) -> web.AppRunner:
         runner = web.AppRunner(self.web_app(), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError:
+            await runner.cleanup()  # stops the scraper the startup hook began
+            raise
         return runner
 
 
@@ -217,7 +229,8 @@ class DashboardThread:
         self.thread.start()
         self._ready.wait(10)
         if self._error is not None:
-            raise RuntimeError(f"the dashboard could not listen on {self.host}:{self.port}: {self._error}")
+            raise DashboardError(f"the dashboard could not listen on {self.host}:{self.port} ({self._error}); "
+                                 f"pick another --dashboard-port")
         return self
 
     def stop(self) -> None:
