@@ -59,7 +59,6 @@ class Settings:
     data_dir: Path = field(default_factory=_default_data_dir)
     # Student (BabyBear)
     student_batch_size: int = 500
-    student_batch_wait: float = 0.02
     warmup_labels: int = 100
     max_text_bytes: int = 100_000
     task: str = "classify"  # classify | ner

@@ -258,6 +258,7 @@ class StudentWorker:
                                     session_timeout_ms=int(settings.session_timeout * 1000),
                                     heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
                                     max_poll_records=settings.student_batch_size, **client)
+
         async def send(topic: str, key: bytes | None, value: bytes) -> None:
             self._acks.append(await producer.send(topic, value, key=key))
 
@@ -273,7 +274,7 @@ class StudentWorker:
                                                     lambda: self.state.checkpoint("periodic")), name="checkpoint"))
         if settings.teacher_timeout > 0:
             tasks.append(asyncio.create_task(_every(min(settings.teacher_timeout / 2, 1.0),
-                                                          lambda: self.publish_provisional(send)), name="provisional"))
+                                                    lambda: self.publish_provisional(send)), name="provisional"))
         if settings.broker_timeout > 0:
             tasks.append(asyncio.create_task(watch_broker(
                 settings.bootstrap_servers, settings.broker_timeout,
