@@ -66,3 +66,27 @@ def quick_ner_teacher(tmp_path_factory: pytest.TempPathFactory) -> str:
         train_teacher(load_examples("wnut16", split="teacher"), out, dataset="wnut16", steps=80, max_length=64,
                       learning_rate=3e-4, holdout=100, progress=False, task="ner")
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def topic_records():
+    """``topic_records(settings, topic, idle=1.5)``: every record of a topic, decoded; ``{}`` for malformed ones
+    (tests write some on purpose), read until the topic has been quiet for ``idle`` seconds."""
+    import orjson
+
+    from streamer.io import read_topic
+
+    def decoded(value: bytes | None) -> dict:
+        try:
+            record = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def read(settings: Settings, topic: str, idle: float = 1.5) -> list[dict]:
+        async def go() -> list[dict]:
+            return [decoded(v) async for _, _, _, v in read_topic(settings, topic, idle_timeout=idle)]
+
+        return asyncio.run(go())
+
+    return read

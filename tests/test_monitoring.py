@@ -21,7 +21,7 @@ from streamer.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS, PREDICTIONS
 from streamer.dashboard import Dashboard, DashboardThread, parse_metrics, quantile
 from streamer.datasets import load_examples
 from streamer.demo import WorkerProcesses
-from streamer.io import produce, read_topic
+from streamer.io import produce
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -34,16 +34,6 @@ def scrape(port: int) -> dict:
 def value(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, lbls), v in samples.items() if n == name and all(dict(lbls).get(k) == x
                                                                         for k, x in labels.items()))
-
-
-def count_topic(settings, topic: str) -> list[dict]:
-    async def read():
-        out = []
-        async for _, _, _, v in read_topic(settings, topic, idle_timeout=1.5):
-            out.append(orjson.loads(v))
-        return out
-
-    return asyncio.run(read())
 
 
 def start_workers(tmp_path, settings, teacher, **env):
@@ -64,7 +54,7 @@ def stream(settings, n: int, bad: int = 0, rate: float = 0.0) -> list[str]:
 
 
 @pytest.mark.integration
-def test_metrics_match_the_records_published(tmp_path, quick_teacher, settings):
+def test_metrics_match_the_records_published(tmp_path, quick_teacher, settings, topic_records):
     workers, ports = start_workers(tmp_path, settings, quick_teacher)
     try:
         ids = stream(settings, 600, bad=7, rate=300)
@@ -77,9 +67,9 @@ def test_metrics_match_the_records_published(tmp_path, quick_teacher, settings):
             time.sleep(1)
         time.sleep(2)  # let the producers flush and the gauges tick
         s, t = scrape(ports["student"]), scrape(ports["teacher"])
-        predictions = count_topic(settings, PREDICTIONS)
-        escalations = count_topic(settings, ESCALATIONS)
-        dead = count_topic(settings, DEAD_LETTER)
+        predictions = topic_records(settings, PREDICTIONS)
+        escalations = topic_records(settings, ESCALATIONS)
+        dead = topic_records(settings, DEAD_LETTER)
     finally:
         workers.stop()
     by_source = {src: sum(p["source"] == src for p in predictions) for src in ("student", "teacher")}

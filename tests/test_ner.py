@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import orjson
 import pytest
@@ -10,7 +9,6 @@ import pytest
 from streamer.catalogue import PREDICTIONS, Catalogue
 from streamer.datasets import load_examples
 from streamer.demo import run_demo
-from streamer.io import read_topic
 from streamer.ner import NERStudent, NERTeacher, align_word_labels, entities, entity_f1, entity_spans, token_features
 from streamer.records import student_prediction, with_entities
 from streamer.settings import Settings
@@ -73,18 +71,14 @@ def test_ner_teacher_tags_every_word(quick_ner_teacher):
 
 
 @pytest.mark.integration
-def test_ner_stream_on_the_embedded_broker(tmp_path, quick_ner_teacher, settings):
+def test_ner_stream_on_the_embedded_broker(tmp_path, quick_ner_teacher, settings, topic_records):
     ner = settings.replace(task="ner", teacher_model=quick_ner_teacher, warmup_labels=50)
     report = run_demo(ner, dataset="wnut16", events=400, broker_given=True, show_progress=False, timeout=240)
     assert report["predictions"] == 400 and report["missing"] == 0
     assert report["answered_by_teacher"] >= 50 and report["entity_f1"]["all"] is not None
     assert report["task"] == "ner"
     texts = {e.id: e.text for e in load_examples("wnut16", split="stream", limit=400)}
-
-    async def predictions():
-        return [orjson.loads(v) async for _, _, _, v in read_topic(ner, PREDICTIONS, idle_timeout=1.5)]
-
-    preds = asyncio.run(predictions())
+    preds = topic_records(ner, PREDICTIONS)
     assert len(preds) == 400
     for p in preds:
         text = texts[p["id"].split("-", 1)[1]]

@@ -22,7 +22,7 @@ from streamer.broker import free_port
 from streamer.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS
 from streamer.datasets import load_examples
 from streamer.demo import WorkerProcesses
-from streamer.io import produce, read_topic
+from streamer.io import produce
 from streamer.watchdog import EXIT_BROKER_LOST
 
 pytestmark = pytest.mark.integration
@@ -50,28 +50,12 @@ def original_bytes(dead: dict) -> bytes:
     return dead.get("value_text", "").encode()
 
 
-def as_record(value: bytes | None) -> dict:
-    """A record's JSON object; ``{}`` for the malformed ones this test writes on purpose."""
-    try:
-        record = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def read_all(settings, topic: str, idle: float = 1.5) -> list[tuple[int, int, dict]]:
-    async def read():
-        return [(p, o, as_record(v)) async for p, o, _, v in read_topic(settings, topic, idle_timeout=idle)]
-
-    return asyncio.run(read())
-
-
-def wait_for_final_answers(settings, ids: set[str], timeout: float) -> dict[str, list[dict]]:
+def wait_for_final_answers(read_all, settings, ids: set[str], timeout: float) -> dict[str, list[dict]]:
     """Poll ``predictions`` until every id in ``ids`` has a non-provisional answer; all answers by id."""
     deadline = time.monotonic() + timeout
     while True:
         answers: dict[str, list[dict]] = {}
-        for _, _, record in read_all(settings, PREDICTIONS):
+        for record in read_all(settings, PREDICTIONS):
             answers.setdefault(record["id"], []).append(record)
         final = {i for i, rs in answers.items() if any(not r.get("provisional") for r in rs)}
         if ids <= final or time.monotonic() > deadline:
@@ -94,7 +78,9 @@ def interleave(good: list[bytes], bad: list[bytes]) -> list[bytes]:
     return out
 
 
-def test_nothing_is_lost_through_bad_input_crashes_and_a_teacher_outage(tmp_path, quick_teacher, settings):
+def test_nothing_is_lost_through_bad_input_crashes_and_a_teacher_outage(tmp_path, quick_teacher, settings,
+                                                                        topic_records):
+    read_all = topic_records
     env = {"STREAMER_CHECKPOINT_INTERVAL": "1", "STREAMER_TEACHER_TIMEOUT": "2",
            "STREAMER_MAX_TEXT_BYTES": str(MAX_TEXT_BYTES)}
     workers = WorkerProcesses(settings, settings.broker_url, quick_teacher, tmp_path, env=env)
@@ -118,8 +104,8 @@ def test_nothing_is_lost_through_bad_input_crashes_and_a_teacher_outage(tmp_path
         feed(interleave(good[:1500], bad[:thirds]))
         asyncio.run(produce(settings, LABELS, bad_labels, progress=False))
         asyncio.run(produce(settings, ESCALATIONS, bad_escalations, progress=False))
-        wait_for_final_answers(settings, set(ids[:1500]), timeout=180)
-        escalated_before = {r["id"] for _, _, r in read_all(settings, ESCALATIONS) if "id" in r}
+        wait_for_final_answers(read_all, settings, set(ids[:1500]), timeout=180)
+        escalated_before = {r["id"] for r in read_all(settings, ESCALATIONS) if "id" in r}
         share_before = escalation_share(escalated_before, ids[1000:1500])
 
         # Phase 2: SIGKILL the student mid-stream, then the teacher; restart the student at once.
@@ -132,7 +118,7 @@ def test_nothing_is_lost_through_bad_input_crashes_and_a_teacher_outage(tmp_path
         workers.kill("teacher")
         phase2.join()
         workers.wait_ready(timeout=120, roles=("student",))
-        escalated_mid = {r["id"] for _, _, r in read_all(settings, ESCALATIONS) if "id" in r}
+        escalated_mid = {r["id"] for r in read_all(settings, ESCALATIONS) if "id" in r}
 
         # Phase 3: the teacher is still down: escalations wait in Kafka, late ones get provisional answers.
         phase3 = threading.Thread(target=feed, args=(interleave(good[2000:], bad[2 * thirds:]),))
@@ -141,10 +127,10 @@ def test_nothing_is_lost_through_bad_input_crashes_and_a_teacher_outage(tmp_path
         workers.start("teacher")
         phase3.join()
         workers.wait_ready(timeout=120, roles=("teacher",))
-        answers = wait_for_final_answers(settings, set(ids), timeout=300)
+        answers = wait_for_final_answers(read_all, settings, set(ids), timeout=300)
         workers.check_alive()
         dead = read_all(settings, DEAD_LETTER)
-        escalated_after = {r["id"] for _, _, r in read_all(settings, ESCALATIONS) if "id" in r} - escalated_mid
+        escalated_after = {r["id"] for r in read_all(settings, ESCALATIONS) if "id" in r} - escalated_mid
     finally:
         workers.stop()
 
@@ -153,7 +139,7 @@ def test_nothing_is_lost_through_bad_input_crashes_and_a_teacher_outage(tmp_path
     assert set(ids) - final == set()
     assert set(answers) - set(ids) == set()
     # Every bad record is on dead-letter once per source offset, with the reason of its kind.
-    by_source = {(d["source_topic"], d["source_partition"], d["source_offset"]): d for _, _, d in dead}
+    by_source = {(d["source_topic"], d["source_partition"], d["source_offset"]): d for d in dead}
     events_dead = [d for (topic, _, _), d in by_source.items() if topic == EVENTS]
     reasons = {original_bytes(d): d["reason"] for d in events_dead}
     for kind, values in bad_by_kind.items():
@@ -174,7 +160,8 @@ def test_nothing_is_lost_through_bad_input_crashes_and_a_teacher_outage(tmp_path
     assert share_after <= share_before + 0.1, (share_before, share_after)
 
 
-def test_sigterm_stops_gracefully_and_writes_a_checkpoint(tmp_path, settings):
+def test_sigterm_stops_gracefully_and_writes_a_checkpoint(tmp_path, settings, topic_records):
+    read_all = topic_records
     workers = WorkerProcesses(settings, settings.broker_url, "unused", tmp_path)
     workers.start("student")
     try:
