@@ -6,7 +6,7 @@ SASL listeners too), logs one line per failed probe with the next delay, and onc
 broker has been unreachable for ``give_up_after`` seconds calls ``on_give_up`` (the
 student writes its checkpoint there) and exits the process with :data:`EXIT_BROKER_LOST`.
 
->>> backoff_delays(5)
+>>> [backoff_delay(attempt) for attempt in range(5)]
 [0.5, 1.0, 2.0, 4.0, 5.0]
 """
 
@@ -25,9 +25,9 @@ EXIT_BROKER_LOST = 3
 MAX_DELAY = 5.0
 
 
-def backoff_delays(attempts: int, first: float = 0.5, cap: float = MAX_DELAY) -> list[float]:
-    """Exponential backoff, doubling from ``first`` and capped at ``cap``."""
-    return [min(first * 2 ** i, cap) for i in range(attempts)]
+def backoff_delay(attempt: int, first: float = 0.5, cap: float = MAX_DELAY) -> float:
+    """Exponential backoff: ``first`` doubled ``attempt`` times, capped at ``cap``."""
+    return min(first * 2 ** attempt, cap)
 
 
 def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
@@ -80,7 +80,7 @@ async def watch_broker(bootstrap: str, give_up_after: float, *, interval: float 
             logging.shutdown()
             exit(EXIT_BROKER_LOST)
             return
-        delay = min(backoff_delays(attempt + 1)[-1], max(give_up_after - down, 0.1))
+        delay = min(backoff_delay(attempt), max(give_up_after - down, 0.1))
         attempt += 1
         log.warning("broker %s unreachable (attempt %d, down %.0f s); retrying in %.1f s, giving up after %.0f s",
                     bootstrap, attempt, down, delay, give_up_after)
