@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
-from streamer.settings import POLICIES, STUDENTS, TASKS, Settings
+from streamer.settings import Settings
+from streamer.tasks import STUDENT_KINDS, TASKS, get_task, resolve_dataset
+from streamer.triage.policies import POLICIES
 
 log = logging.getLogger("streamer")
 
@@ -30,11 +32,12 @@ def _triage_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=float, help="agreement with the teacher to hold (paper, online)")
     parser.add_argument("--audit-rate", type=float, help="share of student answers audited (online)")
     parser.add_argument("--warmup-labels", type=int, help="labels to learn before the student answers")
-    parser.add_argument("--student", choices=STUDENTS, help="student model (env STREAMER_STUDENT, default nb)")
+    parser.add_argument("--student", choices=STUDENT_KINDS,
+                        help="student model (env STREAMER_STUDENT, default: the task's first)")
 
 
 def _task_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=TASKS, help="classify (default) or ner (env STREAMER_TASK)")
+    parser.add_argument("--task", choices=list(TASKS), help="classify (default) or ner (env STREAMER_TASK)")
 
 
 def _data_source(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -154,13 +157,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def setup_logging(settings: Settings) -> None:
     import logging.config
 
-    from streamer.logs import logging_config
+    from streamer.observability.logs import logging_config
 
     logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.broker import EmbeddedBroker
+    from streamer.kafka import EmbeddedBroker
 
     port = args.port or settings.broker_port
     broker = EmbeddedBroker(port=port).start()
@@ -180,7 +183,8 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.catalogue import Catalogue, create_topics
+    from streamer.kafka import KafkaClients
+    from streamer.records import Catalogue, create_topics
 
     catalogue = Catalogue.load(settings.catalogue_path)
     if args.action == "show":
@@ -188,7 +192,7 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{spec.name:12} partitions={spec.partitions} cleanup={spec.cleanup_policy} "
                   f"retention_ms={spec.retention_ms} key: {spec.key}")
         return 0
-    result = asyncio.run(create_topics(catalogue, settings.bootstrap_servers, settings.kafka_client_options()))
+    result = asyncio.run(create_topics(catalogue, settings.bootstrap_servers, KafkaClients(settings).security()))
     for name, status in result.items():
         print(f"{name}: {status}")
     return 0
@@ -201,48 +205,49 @@ def serve_metrics(settings: Settings, metrics: Any) -> None:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.catalogue import Catalogue
-    from streamer.faust_app import run_worker
-
-    from streamer.broker import BrokerError, wait_for_broker
-    from streamer.watchdog import EXIT_BROKER_LOST
+    from streamer.kafka import BrokerError, KafkaClients, wait_for_broker
+    from streamer.records import Catalogue
+    from streamer.workers.watchdog import EXIT_BROKER_LOST
 
     catalogue = Catalogue.load(settings.catalogue_path)
     log.info("starting the %s worker on %s (waiting up to %.0f s for the broker)", args.role, settings.broker_url,
              settings.broker_timeout)
     try:
         asyncio.run(wait_for_broker(settings.bootstrap_servers, timeout=max(settings.broker_timeout, 1.0),
-                                    client_options=settings.kafka_client_options()))
+                                    client_options=KafkaClients(settings).security()))
     except BrokerError as exc:
         print(f"streamer: {exc}; is the broker running (`streamer broker`), and is STREAMER_BROKER right?",
               file=sys.stderr)
         return EXIT_BROKER_LOST
     if args.role == "student":
-        from streamer.checkpoint import CheckpointError
-        from streamer.student_worker import StudentWorker
+        from streamer.triage.checkpoint import CheckpointError
+        from streamer.workers.student_logic import StudentLogic
+        from streamer.workers.student_worker import StudentWorker
 
         try:
-            student = StudentWorker(settings, catalogue)
+            student = StudentLogic(settings, catalogue)
         except CheckpointError as exc:
             print(f"streamer: {exc}", file=sys.stderr)
             return 2
         serve_metrics(settings, student.metrics)
-        return asyncio.run(student.run(ready_file=args.ready_file))
-    from streamer.teacher import load_teacher
-    from streamer.teacher_worker import build_teacher_app
+        return asyncio.run(StudentWorker(student, ready_file=args.ready_file).run())
+    from streamer.workers.faust_app import run_worker
+    from streamer.workers.teacher_logic import TeacherLogic
+    from streamer.workers.teacher_worker import build_teacher_app
 
-    teacher = load_teacher(settings.task, settings.teacher_model_ref, device=settings.teacher_device,
-                           max_length=settings.teacher_max_length, batch_size=settings.teacher_batch_size)
-    app = build_teacher_app(settings, catalogue, teacher)
-    serve_metrics(settings, app.metrics)
-    run_worker(app, settings, ready_file=args.ready_file)
+    teacher = get_task(settings.task).load_teacher(settings.teacher_model_ref, device=settings.teacher_device,
+                                                   max_length=settings.teacher_max_length,
+                                                   batch_size=settings.teacher_batch_size)
+    logic = TeacherLogic(settings, catalogue, teacher)
+    serve_metrics(settings, logic.metrics)
+    run_worker(build_teacher_app(logic, ready_file=args.ready_file), settings)
     return 0
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.catalogue import EVENTS
     from streamer.datasets import load_examples
-    from streamer.io import events_from_examples, events_from_file, produce
+    from streamer.kafka.topic_io import events_from_examples, events_from_file, produce
+    from streamer.records import EVENTS
 
     if args.file is not None:
         values: Any = events_from_file(args.file)
@@ -260,7 +265,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.io import tail
+    from streamer.kafka.topic_io import tail
 
     try:
         asyncio.run(tail(settings, args.topic, limit=args.limit, idle_timeout=args.idle_timeout, with_meta=args.meta))
@@ -270,36 +275,36 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.datasets import dataset_for_task, load_examples
-    from streamer.training import DEFAULT_STEPS, TRAIN_TASKS, train_teacher
+    from streamer.commands.training import default_steps, train_teacher
+    from streamer.datasets import load_examples
 
+    task = get_task(settings.task)
     if args.file is not None:
         examples, name = load_examples(file=args.file, split="all"), args.file.stem
     else:
-        name = dataset_for_task(settings.task, args.dataset)
+        name = resolve_dataset(task, args.dataset)
         examples = load_examples(name, split="teacher")
     out = args.output or settings.default_teacher_dir(name)
     print(f"Fine-tuning all-MiniLM-L6-v2 ({settings.task}) on {len(examples)} examples of {name} ...",
           file=sys.stderr)
-    steps = args.steps or DEFAULT_STEPS.get(name, 300)
+    steps = args.steps or default_steps(name)
     result = train_teacher(examples, out, dataset=name, steps=steps, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, max_length=args.max_length, task=settings.task)
     print(f"Saved teacher {result.version} to {result.model_dir}")
-    print(f"Held-out {TRAIN_TASKS[settings.task].metric}: {result.heldout_accuracy:.4f} on {result.heldout_examples} "
+    print(f"Held-out {task.metric}: {result.heldout_accuracy:.4f} on {result.heldout_examples} "
           f"examples ({len(result.labels)} labels; trained in {result.seconds:.0f} s)")
     return 0
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.datasets import dataset_for_task
-    from streamer.demo import format_report, run_demo
+    from streamer.commands.demo import format_report, run_demo
 
     def show(report: dict[str, Any]) -> None:
         print(format_report(report), flush=True)
         if args.json:
             print(orjson.dumps(report).decode(), flush=True)
 
-    report = run_demo(settings, dataset=dataset_for_task(settings.task, args.dataset), events=args.events,
+    report = run_demo(settings, dataset=resolve_dataset(get_task(settings.task), args.dataset), events=args.events,
                       rate=args.rate,
                       max_in_flight=args.max_in_flight,
                       broker_given=settings.broker is not None,
@@ -313,7 +318,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from streamer.dashboard import Dashboard
+    from streamer.observability.dashboard import Dashboard
 
     workers = {"student": "http://127.0.0.1:9101/metrics", "teacher": "http://127.0.0.1:9102/metrics"}
     if args.worker:
@@ -332,7 +337,7 @@ def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.bench import format_bench, run_bench
+    from streamer.commands.bench import format_bench, run_bench
 
     result = run_bench(settings, dataset=args.dataset, cascade_events=args.events,
                        student_events=args.student_events)
@@ -343,10 +348,11 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer import evaluate
-    from streamer.datasets import dataset_for_task, load_examples
-    from streamer.settings import TASK_STUDENTS
-    from streamer.training import ensure_teacher
+    from streamer.commands import evaluate
+    from streamer.commands.training import ensure_teacher
+    from streamer.datasets import load_examples
+
+    task = get_task(settings.task)
 
     if args.file is not None:
         if not settings.teacher_model:
@@ -355,16 +361,14 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         name, examples = args.file.stem, load_examples(file=args.file, split="all", limit=args.events)
     else:
-        name = dataset_for_task(settings.task, args.dataset)
+        name = resolve_dataset(task, args.dataset)
         examples = load_examples(name, split="stream", limit=args.events)
     teacher_model = ensure_teacher(settings, name)
     labels = evaluate.teacher_labels(teacher_model, examples, Path(settings.data_dir) / "cache",
                                      device=settings.teacher_device, max_length=settings.teacher_max_length,
                                      task=settings.task)
-    # NER: the reference's binary policy and full tagging side by side, unless one student is asked for
-    students = [settings.student_kind] if settings.student or settings.task != "ner" else list(TASK_STUDENTS["ner"])
     results = []
-    for kind in students:
+    for kind in task.evaluation_students(settings.student):
         chosen = settings.replace(student=kind)
         results += evaluate.sweep(examples, labels, chosen) if args.sweep else [evaluate.replay(examples, labels, chosen)]
     print(f"{name}: {len(examples)} events, teacher {teacher_model}")
@@ -400,14 +404,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line for the user instead of a traceback
-        from streamer.broker import BrokerError
-        from streamer.catalogue import CatalogueError
-        from streamer.dashboard import DashboardError
         from streamer.datasets import DatasetError
-        from streamer.demo import DemoError
-        from streamer.teacher import TeacherNotFound
+        from streamer.kafka import BrokerError
+        from streamer.models.teacher import TeacherNotFound
+        from streamer.observability.dashboard import DashboardError
+        from streamer.records import CatalogueError
+        from streamer.workers.supervisor import WorkerProcessError
 
-        if isinstance(exc, (BrokerError, CatalogueError, DashboardError, DatasetError, DemoError, TeacherNotFound)):
+        if isinstance(exc, (BrokerError, CatalogueError, DashboardError, DatasetError, TeacherNotFound,
+                            WorkerProcessError)):
             print(f"streamer: {exc}", file=sys.stderr)
             return 1
         raise

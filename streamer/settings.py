@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamer.tasks import get_task
+from streamer.triage.policies import POLICIES
+
 ENV_PREFIX = "STREAMER_"
-POLICIES = ("fixed", "paper", "online")
-#: Student models of each task; the first is the task's default.
-TASK_STUDENTS = {"classify": ("nb", "nb-bigram", "nb-binary"), "ner": ("ner", "ner-binary")}
-STUDENTS = tuple(kind for kinds in TASK_STUDENTS.values() for kind in kinds)
-TASKS = ("classify", "ner")
 SECRET_FIELDS = frozenset({"sasl_password"})
+PATH_FIELDS = ("data_dir", "catalogue_path", "checkpoint_path")
 
 
 def _default_data_dir() -> Path:
@@ -88,12 +87,15 @@ class Settings:
     dashboard_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
+        for name in PATH_FIELDS:  # accept strings for paths, as the environment and flags give them
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be text or json, got {self.log_format!r}")
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.student is not None and self.student not in TASK_STUDENTS[self.task]:
-            raise ValueError(f"student for task {self.task} must be one of {TASK_STUDENTS[self.task]}, "
+        task = get_task(self.task)
+        if self.student is not None and self.student not in task.students:
+            raise ValueError(f"student for task {self.task} must be one of {tuple(task.students)}, "
                              f"got {self.student!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
@@ -123,11 +125,7 @@ class Settings:
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes`` applied; ``None`` values are ignored (flag not given)."""
-        given = {k: v for k, v in changes.items() if v is not None}
-        for key in ("data_dir", "catalogue_path", "checkpoint_path"):
-            if key in given:
-                given[key] = Path(given[key])
-        return dataclasses.replace(self, **given)
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property
     def broker_url(self) -> str:
@@ -142,7 +140,7 @@ class Settings:
     @property
     def teacher_model_ref(self) -> str:
         """The teacher model id or path; the default trained teacher when unset."""
-        return self.teacher_model or str(self.default_teacher_dir("wnut16" if self.task == "ner" else "rotten_tomatoes"))
+        return self.teacher_model or str(self.default_teacher_dir(get_task(self.task).default_dataset))
 
     @property
     def student_checkpoint(self) -> Path:
@@ -155,28 +153,11 @@ class Settings:
     @property
     def student_kind(self) -> str:
         """The configured student, or the task's default."""
-        return self.student or TASK_STUDENTS[self.task][0]
+        return self.student or get_task(self.task).default_student
 
     @property
     def fetch_max_wait_ms(self) -> int:
         return max(1, int(self.fetch_max_wait * 1000))
-
-    def kafka_client_options(self) -> dict[str, Any]:
-        """Security options for aiokafka clients (empty for plain text)."""
-        options: dict[str, Any] = {"security_protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            options.update(
-                sasl_mechanism=self.sasl_mechanism,
-                sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password,
-            )
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            from aiokafka.helpers import create_ssl_context
-
-            options["ssl_context"] = create_ssl_context(
-                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
-            )
-        return options
 
     def to_env(self) -> dict[str, str]:
         """``STREAMER_*`` variables that rebuild these settings in a child process (unset fields left out).

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.broker import EmbeddedBroker, free_port
-from streamer.catalogue import Catalogue, create_topics
+from streamer.kafka import EmbeddedBroker, free_port
+from streamer.records.catalogue import Catalogue, create_topics
 from streamer.settings import Settings
 
 TEST_TEACHER_STEPS = 60
@@ -43,7 +43,7 @@ def settings(tmp_path: Path, broker: EmbeddedBroker) -> Settings:
 def quick_teacher(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A teacher fine-tuned briefly on the Rotten Tomatoes teacher split (weak, but real)."""
     from streamer.datasets import load_examples
-    from streamer.training import train_teacher
+    from streamer.commands.training import train_teacher
 
     cached = os.environ.get("STREAMER_TEST_TEACHER")
     out = Path(cached) if cached else tmp_path_factory.mktemp("teacher")
@@ -58,7 +58,7 @@ def quick_ner_teacher(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A token classifier fine-tuned briefly on the WNUT-16 teacher split (about 50 s; entity F1 about 0.1:
     weak, but it tags entities in about a fifth of the sentences, enough to exercise the NER cascade)."""
     from streamer.datasets import load_examples
-    from streamer.training import train_teacher
+    from streamer.commands.training import train_teacher
 
     cached = os.environ.get("STREAMER_TEST_NER_TEACHER")
     out = Path(cached) if cached else tmp_path_factory.mktemp("ner-teacher")
@@ -74,7 +74,7 @@ def topic_records():
     (tests write some on purpose), read until the topic has been quiet for ``idle`` seconds."""
     import orjson
 
-    from streamer.io import read_topic
+    from streamer.kafka.topic_io import read_topic
 
     def decoded(value: bytes | None) -> dict:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.bench import bench_student_path, bench_teacher, format_bench
+from streamer.commands.bench import bench_student_path, bench_teacher, format_bench
 from streamer.datasets import load_examples
 from streamer.settings import Settings
 

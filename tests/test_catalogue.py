@@ -3,7 +3,7 @@ import asyncio
 import orjson
 import pytest
 
-from streamer.catalogue import REQUIRED_TOPICS, Catalogue, CatalogueError, create_topics
+from streamer.records.catalogue import REQUIRED_TOPICS, Catalogue, CatalogueError, create_topics
 
 
 def test_catalogue_names_every_topic_with_schema(catalogue):

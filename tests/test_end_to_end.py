@@ -11,9 +11,10 @@ import asyncio
 import orjson
 import pytest
 
-from streamer.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS
-from streamer.demo import WorkerProcesses, run_demo
-from streamer.io import produce, read_topic
+from streamer.commands.demo import run_demo
+from streamer.records.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS
+from streamer.workers.supervisor import WorkerProcesses
+from streamer.kafka.topic_io import produce, read_topic
 
 pytestmark = pytest.mark.integration
 

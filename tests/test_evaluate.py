@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamer import evaluate
+from streamer.commands import evaluate
 from streamer.datasets import load_examples
 from streamer.settings import Settings
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamer.broker import free_port
-from streamer.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS, PREDICTIONS
-from streamer.dashboard import Dashboard, DashboardThread, parse_metrics, quantile
+from streamer.kafka import free_port
+from streamer.records.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS, PREDICTIONS
+from streamer.observability.dashboard import Dashboard, DashboardThread, parse_metrics, quantile
 from streamer.datasets import load_examples
-from streamer.demo import WorkerProcesses
-from streamer.io import produce
+from streamer.workers.supervisor import WorkerProcesses
+from streamer.kafka.topic_io import produce
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

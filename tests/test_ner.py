@@ -6,12 +6,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streamer.catalogue import PREDICTIONS, Catalogue
+from streamer.records.catalogue import PREDICTIONS, Catalogue
 from streamer.datasets import load_examples
-from streamer.demo import run_demo
-from streamer.ner import NERStudent, NERTeacher, align_word_labels, entities, entity_f1, entity_spans, token_features
-from streamer.records import student_prediction, with_entities
+from streamer.commands.demo import run_demo
+from streamer.models.bio import align_word_labels, entities, entity_f1, entity_spans
+from streamer.models.tagger import NERStudent, token_features
+from streamer.models.teacher import NERTeacher
+from streamer.records import student_prediction
 from streamer.settings import Settings
+from streamer.tasks import get_task
 
 
 def test_bio_spans_treat_a_stray_inside_tag_as_a_new_entity():
@@ -57,7 +60,8 @@ def test_student_learns_tags_and_binary_policy_never_answers_entities():
 
 
 def test_ner_prediction_records_carry_entities():
-    record = with_entities(student_prediction({"id": "1", "text": "hi Ann"}, "O B-person", 0.9, 3, 0.8, 0), "hi Ann")
+    record = get_task("ner").enrich(student_prediction({"id": "1", "text": "hi Ann"}, "O B-person", 0.9, 3, 0.8, 0),
+                                    "hi Ann")
     assert record["entities"] == [{"type": "person", "text": "Ann", "start": 3, "end": 6}]
     assert Catalogue.load()["predictions"].validate(orjson.loads(orjson.dumps(record))) is None
 

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from streamer.policies import FixedPolicy, OnlinePolicy, PaperPolicy, build_policy
+from streamer.triage.policies import FixedPolicy, OnlinePolicy, PaperPolicy, build_policy
 
 
 def simulate(policy, events: int, seed: int = 1) -> list[tuple[bool, bool]]:

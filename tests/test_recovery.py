@@ -18,12 +18,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamer.broker import free_port
-from streamer.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS
+from streamer.kafka import free_port
+from streamer.records.catalogue import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS
 from streamer.datasets import load_examples
-from streamer.demo import WorkerProcesses
-from streamer.io import produce
-from streamer.watchdog import EXIT_BROKER_LOST
+from streamer.workers.supervisor import WorkerProcesses
+from streamer.kafka.topic_io import produce
+from streamer.workers.watchdog import EXIT_BROKER_LOST
 
 pytestmark = pytest.mark.integration
 
@@ -218,11 +218,11 @@ def test_checkpoint_path_defaults_into_the_data_dir(tmp_path: Path):
 
 
 def test_two_workers_cannot_share_a_checkpoint(tmp_path: Path):
-    from streamer.checkpoint import lock_checkpoint
+    from streamer.triage.checkpoint import lock_checkpoint
 
     path = tmp_path / "student.ckpt"
     held = lock_checkpoint(path)
-    done = subprocess.run([sys.executable, "-c", "from pathlib import Path; from streamer.checkpoint import "
+    done = subprocess.run([sys.executable, "-c", "from pathlib import Path; from streamer.triage.checkpoint import "
                            f"lock_checkpoint; lock_checkpoint(Path({str(path)!r}))"], capture_output=True, text=True)
     held.close()
     assert done.returncode != 0 and "another student worker is using the checkpoint" in done.stderr
@@ -231,10 +231,10 @@ def test_two_workers_cannot_share_a_checkpoint(tmp_path: Path):
 
 
 def test_a_checkpoint_restores_the_student_and_keeps_the_policy_only_if_its_settings_match(tmp_path: Path):
-    from streamer.catalogue import Catalogue
-    from streamer.checkpoint import Checkpoint, write_checkpoint
+    from streamer.records.catalogue import Catalogue
+    from streamer.triage.checkpoint import Checkpoint, write_checkpoint
     from streamer.settings import Settings
-    from streamer.student_worker import StudentWorker
+    from streamer.workers.student_logic import StudentLogic
     from streamer.triage import build_triage, triage_config
 
     settings = Settings(data_dir=tmp_path, target=0.9)
@@ -243,11 +243,11 @@ def test_a_checkpoint_restores_the_student_and_keeps_the_policy_only_if_its_sett
         triage.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
     write_checkpoint(settings.student_checkpoint, Checkpoint(triage, {0: 10}, triage_config(settings)))
 
-    same = StudentWorker(settings, Catalogue.load())
+    same = StudentLogic(settings, Catalogue.load())
     assert same.triage.student.version == 10 and same.state.label_offsets == {0: 10}
     same.state.lock.close()  # as if that worker had exited
-    changed = StudentWorker(settings.replace(target=0.95), Catalogue.load())
+    changed = StudentLogic(settings.replace(target=0.95), Catalogue.load())
     assert changed.triage.student.version == 10 and changed.triage.policy.target == 0.95
     changed.state.lock.close()
-    other_student = StudentWorker(settings.replace(student="nb-binary"), Catalogue.load())
+    other_student = StudentLogic(settings.replace(student="nb-binary"), Catalogue.load())
     assert other_student.triage.student.version == 0 and other_student.state.label_offsets == {}

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from streamer.kafka import KafkaClients
 from streamer.settings import Settings
 
 
@@ -38,4 +39,4 @@ def test_secrets_are_masked():
     s = Settings(sasl_mechanism="PLAIN", sasl_username="u", sasl_password="hunter2")
     assert "hunter2" not in repr(s)
     assert s.public_dict()["sasl_password"] == "***"
-    assert s.kafka_client_options()["sasl_plain_password"] == "hunter2"
+    assert KafkaClients(s).security()["sasl_plain_password"] == "hunter2"

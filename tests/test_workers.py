@@ -1,21 +1,20 @@
-"""Unit tests of the workers' decision paths, in process and without a broker.
+"""Unit tests of the workers' decision logic, in process and without a broker.
 
-The student's path is driven through :class:`StudentWorker` with a collecting ``send``;
-the teacher's Faust agent through ``agent.test_context()`` with its sends captured.
+Both workers' logic (:class:`StudentLogic`, :class:`TeacherLogic`) takes a ``send``; here
+it is a collecting one. Their transports are tested on the real broker (test_end_to_end,
+test_recovery).
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from unittest.mock import patch
-
 import orjson
 
-from streamer.catalogue import Catalogue
+from streamer.records.catalogue import Catalogue
 from streamer.settings import Settings
-from streamer.student_worker import StudentWorker
-from streamer.teacher_worker import build_teacher_app
+from streamer.workers.student_logic import StudentLogic
+from streamer.workers.teacher_logic import Incoming, TeacherLogic
 
 
 class Collector:
@@ -28,9 +27,9 @@ class Collector:
         self.sent.append((topic, key, orjson.loads(value)))
 
 
-def run_student(tmp_path: Path, values: list[bytes], learned=(), warmup: int = 0, **settings) -> tuple[StudentWorker, list]:
+def run_student(tmp_path: Path, values: list[bytes], learned=(), warmup: int = 0, **settings) -> tuple[StudentLogic, list]:
     options = {"policy": "fixed", "threshold": 0.8, **settings}
-    worker = StudentWorker(Settings(data_dir=tmp_path, warmup_labels=warmup, **options), Catalogue.load())
+    worker = StudentLogic(Settings(data_dir=tmp_path, warmup_labels=warmup, **options), Catalogue.load())
     for text, label in learned:
         worker.triage.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
     send = Collector()
@@ -98,27 +97,40 @@ class StubTeacher:
         return [("long" if len(t) > 5 else "short", 0.9) for t in texts]
 
 
-def test_teacher_agent_answers_feeds_back_and_dead_letters(tmp_path):
-    app = build_teacher_app(Settings(data_dir=tmp_path), Catalogue.load(), StubTeacher())
-    app.finalize()
-    app.flow_control.resume()
-    esc = {"id": "e1", "text": "a long text", "event": {"src": "x"}, "reason": "low_confidence",
-           "student_label": "short", "student_confidence": 0.6, "student_version": 3, "threshold": 0.8,
-           "weight": 1.0, "event_time": 1000, "escalated_time": 1001}
-    sent: list = []
+ESCALATION = {"id": "e1", "text": "a long text", "event": {"src": "x"}, "reason": "low_confidence",
+              "student_label": "short", "student_confidence": 0.6, "student_version": 3, "threshold": 0.8,
+              "weight": 1.0, "event_time": 1000, "escalated_time": 1001}
 
-    async def capture(topic, *args, **kwargs):
-        sent.append((topic.get_topic_name(), kwargs["key"], orjson.loads(kwargs["value"])))
 
-    async def go() -> None:
-        with patch("faust.topics.Topic.send", new=capture):
-            async with app.agents["teacher"].test_context() as agent:
-                await agent.put(b"not json", key=b"k")
-                await agent.put(orjson.dumps(esc), key=b"e1")
-                await asyncio.sleep(0.3)
+def answer(logic: TeacherLogic, values: list[bytes]) -> list:
+    send = Collector()
+    asyncio.run(logic.answer([Incoming(v, "escalations", 1, i) for i, v in enumerate(values)], send))
+    return send.sent
 
-    asyncio.run(go())
+
+def test_teacher_answers_feeds_back_and_dead_letters(tmp_path):
+    logic = TeacherLogic(Settings(data_dir=tmp_path), Catalogue.load(), StubTeacher())
+    sent = answer(logic, [b"not json", orjson.dumps(ESCALATION)])
+    assert [(topic, key) for topic, key, _ in sent] == [("dead-letter", b"escalations/1/0"), ("predictions", b"e1"),
+                                                        ("labels", b"e1")]
     by_topic = {topic: record for topic, _, record in sent}
     assert by_topic["dead-letter"]["reason"] == "invalid_json"
     assert by_topic["predictions"]["label"] == "long" and by_topic["predictions"]["source"] == "teacher"
     assert by_topic["predictions"]["src"] == "x" and by_topic["labels"]["student_label"] == "short"
+    assert Catalogue.load()["labels"].validate(by_topic["labels"]) is None
+    assert logic.metrics.value("streamer_predictions_total", source="teacher") == 1
+    assert logic.metrics.value("streamer_teacher_batch_size_count") == 1
+
+
+class StubTagger:
+    version = "stub-ner"
+
+    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        return [(" ".join("B-person" if w[:1].isupper() else "O" for w in t.split(" ")), 0.9) for t in texts]
+
+
+def test_the_task_enriches_teacher_answers(tmp_path):
+    logic = TeacherLogic(Settings(data_dir=tmp_path, task="ner"), Catalogue.load(), StubTagger())
+    sent = answer(logic, [orjson.dumps({**ESCALATION, "text": "hi Ann"})])
+    [prediction] = [record for topic, _, record in sent if topic == "predictions"]
+    assert prediction["entities"] == [{"type": "person", "text": "Ann", "start": 3, "end": 6}]

@@ -1,8 +1,9 @@
-"""The teacher (Mamabear): any Hugging Face sequence classifier, batched.
+"""The teachers (Mamabear): any Hugging Face sequence or token classifier, batched.
 
 ``Teacher(model_ref)`` takes a local directory or a model id. Batches are sorted
 by length before padding, truncated to ``max_length``, run under
 ``torch.inference_mode`` on CUDA when present (in bf16/fp16) and else on CPU.
+Which teacher a task uses is the task's choice (:mod:`streamer.tasks`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 from pathlib import Path
 
 import orjson
+
+from streamer.models.bio import OUTSIDE
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ def pick_device(requested: str = "auto") -> str:
 
 
 class Teacher:
-    """Loads a sequence classifier and labels batches of texts."""
+    """Loads a sequence classifier and labels batches of texts (one label per text)."""
 
     #: the ``transformers`` auto class that loads this kind of teacher
     auto_class = "AutoModelForSequenceClassification"
@@ -100,11 +103,29 @@ class Teacher:
         return [(self.id2label[t], c) for c, t in zip(conf.tolist(), top.tolist())]
 
 
-def load_teacher(task: str, model_ref: str, *, device: str = "auto", max_length: int = 128,
-                 batch_size: int = 64) -> Teacher:
-    """The teacher of ``task``: a sequence classifier, or a token classifier for ``ner``."""
-    if task == "ner":
-        from streamer.ner import NERTeacher
 
-        return NERTeacher(model_ref, device=device, max_length=max_length, batch_size=batch_size)
-    return Teacher(model_ref, device=device, max_length=max_length, batch_size=batch_size)
+class NERTeacher(Teacher):
+    """Any Hugging Face ``AutoModelForTokenClassification``; tags whole words (first subword's prediction)."""
+
+    auto_class = "AutoModelForTokenClassification"
+    train_command = "streamer teacher train --task ner"
+
+    def predict_batch(self, texts: list[str]) -> list[tuple[str, float]]:
+        """``(tag string, least word probability)`` per sentence; words cut off by truncation are ``O``."""
+        import torch
+
+        words = [text.split(" ") for text in texts]
+        enc = self.tokenizer(words, is_split_into_words=True, padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="pt")
+        probs = torch.softmax(self.model(**enc.to(self.device)).logits.float(), dim=-1)
+        conf, top = (t.tolist() for t in probs.max(dim=-1))
+        out = []
+        for row, sentence in enumerate(words):
+            tags, least, previous = [OUTSIDE] * len(sentence), 1.0, None
+            for pos, wid in enumerate(enc.word_ids(row)):
+                if wid is not None and wid != previous:
+                    tags[wid] = self.id2label[top[row][pos]]
+                    least = min(least, conf[row][pos])
+                previous = wid
+            out.append((" ".join(tags), least))
+        return out

@@ -164,7 +164,7 @@ class Dashboard:
         return {"workers": self.status, "points": list(self.points), "time": time.time()}
 
     def web_app(self) -> web.Application:
-        page = resources.files("streamer").joinpath("static/dashboard.html").read_text(encoding="utf-8")
+        page = resources.files("streamer.observability").joinpath("static/dashboard.html").read_text(encoding="utf-8")
 
         async def index(request: web.Request) -> web.Response:
             return web.Response(text=page, content_type="text/html")

@@ -110,7 +110,7 @@ class Catalogue:
 def default_catalogue_path() -> Path:
     """``topics/catalogue.json`` of the checkout, else the installed copy."""
     candidates = [
-        Path(__file__).resolve().parent.parent / "topics" / "catalogue.json",
+        Path(__file__).resolve().parents[2] / "topics" / "catalogue.json",
         Path(sys.prefix) / "share" / "babybear-streamer" / "topics" / "catalogue.json",
     ]
     for candidate in candidates:

@@ -3,8 +3,9 @@
 The same :class:`Triage` object runs inside the student worker and inside the
 in-process replay of ``streamer evaluate``, so both take the same decisions.
 
->>> from streamer.policies import FixedPolicy
->>> t = Triage(Student(), FixedPolicy(0.8), warmup_labels=2)
+>>> from streamer.models.naive_bayes import NaiveBayesStudent
+>>> from streamer.triage.policies import FixedPolicy
+>>> t = Triage(NaiveBayesStudent(), FixedPolicy(0.8), warmup_labels=2)
 >>> t.route("great fun").reason
 'warmup'
 >>> for text, label in [("great fun", "pos"), ("awful bore", "neg")] * 5:
@@ -20,12 +21,12 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from streamer.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP, ThresholdPolicy, build_policy
-from streamer.settings import Settings
-from streamer.student import Student
+from streamer.models.student import Student
+from streamer.tasks import get_task
+from streamer.triage.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP, ThresholdPolicy, build_policy
 
 if TYPE_CHECKING:
-    from streamer.ner import NERStudent
+    from streamer.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class Route:
 class Triage:
     """A student, a threshold policy and a warm-up: decides each event's route."""
 
-    def __init__(self, student: "Student | NERStudent", policy: ThresholdPolicy, warmup_labels: int = 100, seed: int = 0) -> None:
+    def __init__(self, student: Student, policy: ThresholdPolicy, warmup_labels: int = 100, seed: int = 0) -> None:
         self.student = student
         self.policy = policy
         self.warmup_labels = warmup_labels
@@ -69,7 +70,7 @@ class Triage:
         self.policy.observe(student_confidence, student_label == label, weight, reason)
 
 
-def triage_config(settings: Settings) -> dict[str, object]:
+def triage_config(settings: "Settings") -> dict[str, object]:
     """The settings a triage is built from (a checkpoint restores its policy only when they still match)."""
     config: dict[str, object] = {name: getattr(settings, name) for name in (
         "task", "policy", "threshold", "target", "audit_rate", "calibration_events", "warmup_labels", "seed")}
@@ -77,14 +78,9 @@ def triage_config(settings: Settings) -> dict[str, object]:
     return config
 
 
-def build_triage(settings: Settings) -> Triage:
+def build_triage(settings: "Settings") -> Triage:
     """A fresh student and threshold policy as ``settings`` describe them."""
     policy = build_policy(settings.policy, threshold=settings.threshold, target=settings.target,
                           audit_rate=settings.audit_rate, calibration_events=settings.calibration_events)
-    if settings.task == "ner":
-        from streamer.ner import NERStudent
-
-        student: Student | NERStudent = NERStudent(binary=settings.student_kind == "ner-binary")
-    else:
-        student = Student(settings.student_kind)
+    student = get_task(settings.task).new_student(settings.student_kind)
     return Triage(student, policy, warmup_labels=settings.warmup_labels, seed=settings.seed)

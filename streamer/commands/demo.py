@@ -9,9 +9,6 @@ event has its answer.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -23,17 +20,15 @@ from typing import Any
 
 import orjson
 
-from streamer.broker import EmbeddedBroker, free_port
-from streamer.catalogue import EVENTS, PREDICTIONS, Catalogue, create_topics
-from streamer.dashboard import Dashboard, DashboardThread
+from streamer.commands.training import ensure_teacher
 from streamer.datasets import Example, load_examples
-from streamer.io import events_from_examples, produce, read_topic
+from streamer.kafka import EmbeddedBroker, KafkaClients, free_port
+from streamer.kafka.topic_io import events_from_examples, produce, read_topic
+from streamer.observability.dashboard import Dashboard, DashboardThread
+from streamer.records import EVENTS, PREDICTIONS, Catalogue, create_topics
 from streamer.settings import Settings
-from streamer.training import ensure_teacher
-
-
-class DemoError(RuntimeError):
-    """The demo could not run to completion."""
+from streamer.tasks import get_task
+from streamer.workers.supervisor import WorkerProcesses
 
 
 @dataclass
@@ -69,17 +64,6 @@ class Tally:
         student_share = self.recent_sources.count("student") / len(self.recent_sources)
         audit_agreement = sum(self.recent_audits) / len(self.recent_audits)
         return 1.0 - student_share * (1.0 - audit_agreement)
-
-    def entity_f1(self) -> dict[str, float | None]:
-        """NER: entity-level F1 against gold of the student's answers, the teacher's, and all of them."""
-        from streamer.ner import entity_f1
-
-        out: dict[str, float | None] = {}
-        for name, source in (("student_answered", "student"), ("teacher_answered", "teacher"), ("all", None)):
-            chosen = [p for p in self.predictions.values() if source is None or p["source"] == source]
-            out[name] = (entity_f1([self.expected[p["id"]] for p in chosen], [p["label"] for p in chosen])["f1"]
-                         if chosen else None)
-        return out
 
     def report(self, seconds: float) -> dict[str, Any]:
         preds = self.predictions.values()
@@ -119,89 +103,6 @@ class Tally:
             "seconds": round(seconds, 2),
             "events_per_s": round(len(self.predictions) / max(seconds, 1e-9), 1),
         }
-
-
-class WorkerProcesses:
-    """The student and teacher workers as child processes, logging to files.
-
-    The children get ``settings`` (as ``STREAMER_*`` variables), then ``env`` on top.
-    """
-
-    def __init__(self, settings: Settings, broker_url: str, teacher_model: str, run_dir: Path,
-                 env: dict[str, str] | None = None, metrics_ports: dict[str, int] | None = None) -> None:
-        self.settings = settings
-        self.broker_url = broker_url
-        self.teacher_model = teacher_model
-        self.run_dir = run_dir
-        self.env = {**os.environ, **settings.to_env(), **(env or {})}
-        self.metrics_ports = metrics_ports or {}
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, role: str) -> None:
-        """Start (or restart) ``role``; its log is appended to ``<run_dir>/<role>.log``."""
-        ready = self.run_dir / f"{role}.ready"
-        ready.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "streamer", "worker", role, "--broker", self.broker_url,
-               "--ready-file", str(ready), "--data-dir", str(self.settings.data_dir)]
-        if role == "teacher":
-            cmd += ["--teacher-model", self.teacher_model]
-        else:  # a checkpoint of this run only: the embedded broker forgets everything between runs
-            cmd += ["--checkpoint-path", str(self.run_dir / "student.ckpt")]
-        if role in self.metrics_ports:
-            cmd += ["--metrics-port", str(self.metrics_ports[role])]
-        log = open(self.run_dir / f"{role}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-
-    def kill(self, role: str) -> None:
-        """SIGKILL ``role`` (a crash: no checkpoint, no commit, no flush)."""
-        proc = self.procs[role]
-        proc.kill()
-        proc.wait()
-
-    def wait_ready(self, timeout: float = 120.0, roles: tuple[str, ...] | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        for role, proc in self.procs.items():
-            if roles is not None and role not in roles:
-                continue
-            ready = self.run_dir / f"{role}.ready"
-            while not ready.exists():
-                if proc.poll() is not None:
-                    raise DemoError(f"the {role} worker exited with code {proc.returncode}; "
-                                    f"see {self.run_dir / (role + '.log')}")
-                if time.monotonic() > deadline:
-                    raise DemoError(f"the {role} worker was not ready within {timeout:.0f} s; "
-                                    f"see {self.run_dir / (role + '.log')}")
-                time.sleep(0.1)
-
-    def peak_memory_mb(self) -> dict[str, float | None]:
-        """Peak resident memory (VmHWM) of each running worker, in MB; ``None`` where unavailable."""
-        out: dict[str, float | None] = {}
-        for role, proc in self.procs.items():
-            out[role] = None
-            try:
-                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        out[role] = round(int(line.split()[1]) / 1024, 1)
-            except OSError:
-                pass
-        return out
-
-    def check_alive(self) -> None:
-        for role, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise DemoError(f"the {role} worker exited with code {proc.returncode}; "
-                                f"see {self.run_dir / (role + '.log')}")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def progress_line(tally: Tally, started: float, target: float) -> str:
@@ -286,7 +187,7 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
     page: DashboardThread | None = None
     try:
         created = asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), settings.bootstrap_servers,
-                                            settings.kafka_client_options()))
+                                            KafkaClients(settings).security()))
         print(f"Topics: {', '.join(f'{k} ({v})' for k, v in created.items())}", file=sys.stderr)
         workers.start("student")
         workers.start("teacher")
@@ -304,8 +205,7 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
                                                         show_progress))
         memory = workers.peak_memory_mb()
         report = tally.report(seconds)
-        if settings.task == "ner":
-            report["entity_f1"] = tally.entity_f1()
+        report.update(get_task(settings.task).live_figures(tally.expected, list(tally.predictions.values())))
         report.update(task=settings.task, dataset=dataset, teacher_model=teacher_model, policy=settings.policy, target=settings.target,
                       rate_limit=rate or None, max_in_flight=max_in_flight, peak_memory_mb=memory, logs=str(run_dir))
         if page is not None:

@@ -21,15 +21,17 @@ from typing import Any
 
 import orjson
 
-from streamer.broker import EmbeddedBroker, free_port
-from streamer.catalogue import EVENTS, PREDICTIONS, Catalogue, create_topics
-from streamer.checkpoint import Checkpoint, write_checkpoint
+from streamer.commands.demo import run_demo
+from streamer.commands.training import ensure_teacher
 from streamer.datasets import Example, load_examples
-from streamer.demo import WorkerProcesses, run_demo
-from streamer.io import produce, read_topic
+from streamer.kafka import EmbeddedBroker, KafkaClients, free_port
+from streamer.kafka.topic_io import produce, read_topic
+from streamer.records import EVENTS, PREDICTIONS, Catalogue, create_topics
 from streamer.settings import Settings
-from streamer.training import ensure_teacher
+from streamer.models.teacher import Teacher
 from streamer.triage import build_triage, triage_config
+from streamer.triage.checkpoint import Checkpoint, write_checkpoint
+from streamer.workers.supervisor import WorkerProcesses
 
 TEACHER_BATCH_SIZES = (1, 8, 32, 128)
 TEACHER_ONLY_WARMUP = 10**12
@@ -53,8 +55,6 @@ def log(msg: str) -> None:
 def bench_teacher(teacher_model: str, texts: list[str], *, device: str, max_length: int,
                   batch_sizes: tuple[int, ...] = TEACHER_BATCH_SIZES, seconds: float = 4.0) -> dict[str, float]:
     """Sequences/s of ``Teacher.predict`` (tokenisation included) at each batch size, on ``device``."""
-    from streamer.teacher import Teacher
-
     teacher = Teacher(teacher_model, device=device, max_length=max_length, batch_size=max(batch_sizes))
     teacher.predict(texts[:8])  # warm-up: lazy init, kernels
     out: dict[str, float] = {}
@@ -107,7 +107,7 @@ def bench_student_path(settings: Settings, examples: list[Example], events: int,
     with EmbeddedBroker(port=free_port(), log_file=run_dir / "broker-student.log") as broker:
         path_settings = path_settings.replace(broker=broker.url)
         asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), broker.bootstrap,
-                                  path_settings.kafka_client_options()))
+                                  KafkaClients(path_settings).security()))
         warm_student_checkpoint(path_settings, examples[:2000], run_dir / "student.ckpt")
         values = (orjson.dumps({"id": f"b{i}", "text": examples[i % len(examples)].text}) for i in range(events))
         log(f"  producing {events} events ...")

@@ -9,28 +9,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import faust
 
-from streamer.logs import logging_config
+from streamer.kafka.clients import KafkaClients
+from streamer.observability.logs import logging_config
 from streamer.settings import Settings
-from streamer.watchdog import watch_broker
 
 log = logging.getLogger(__name__)
-
-
-def broker_credentials(settings: Settings) -> Any:
-    """Faust credentials from the security settings, or ``None`` for plain text."""
-    if settings.sasl_mechanism:
-        ssl_context = settings.kafka_client_options().get("ssl_context")
-        return faust.SASLCredentials(username=settings.sasl_username, password=settings.sasl_password,
-                                     mechanism=settings.sasl_mechanism, ssl_context=ssl_context)
-    if settings.security_protocol == "SSL":
-        return faust.SSLCredentials(settings.kafka_client_options()["ssl_context"])
-    return None
 
 
 def _use_app_fetch_wait() -> None:
@@ -65,7 +54,7 @@ def make_app(settings: Settings, role: str) -> faust.App:
     app = faust.App(
         f"babybear-{role}",
         broker=settings.broker_url,
-        broker_credentials=broker_credentials(settings),
+        broker_credentials=KafkaClients(settings).faust_credentials(),
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
         store="memory://",
@@ -87,8 +76,9 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-def record_lag(app: faust.App, metrics: Any) -> None:
-    """Set ``streamer_consumer_lag`` for each assigned partition: high watermark minus committed offset."""
+def consumer_lags(app: faust.App) -> Iterator[tuple[str, int, int]]:
+    """``(topic, partition, high watermark - committed offset)`` of each assigned partition (none while the
+    consumer is not started or rebalancing, or before a partition's first fetch response)."""
     try:
         consumer = app.consumer
         assigned = consumer.assignment()
@@ -100,32 +90,12 @@ def record_lag(app: faust.App, metrics: Any) -> None:
             highwater = consumer.highwater(tp)
         except Exception:  # noqa: BLE001 - no fetch response yet for this partition
             continue
-        if highwater is None:
-            continue
-        done = committed.get(tp) or 0
-        metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(highwater - done, 0))
+        if highwater is not None:
+            yield tp.topic, tp.partition, highwater - (committed.get(tp) or 0)
 
 
-def start_broker_watchdog(app: faust.App, settings: Settings,
-                          on_give_up: Callable[[], None] | None = None) -> None:
-    """Exit the worker (status 3) once the broker has been away for ``settings.broker_timeout`` seconds."""
-    if settings.broker_timeout <= 0:
-        return
-
-    @app.task
-    async def broker_watchdog() -> None:
-        await watch_broker(settings.bootstrap_servers, settings.broker_timeout, on_give_up=on_give_up)
-
-
-def run_worker(app: faust.App, settings: Settings, ready_file: Path | None = None) -> None:
-    """Run ``app`` until SIGTERM or Ctrl-C; touch ``ready_file`` once partitions are assigned."""
-
-    @app.on_partitions_assigned.connect
-    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
-        if ready_file is not None:
-            Path(ready_file).parent.mkdir(parents=True, exist_ok=True)
-            Path(ready_file).touch()
+def run_worker(app: faust.App, settings: Settings) -> None:
+    """Run ``app`` until SIGTERM or Ctrl-C (Faust handles the signals, commits and producer flush)."""
 
     @app.on_before_shutdown.connect
     async def _stopping(sender: Any, **kwargs: Any) -> None:

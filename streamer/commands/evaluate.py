@@ -1,6 +1,6 @@
 """``streamer evaluate``: replay a labelled dataset through the cascade and measure it.
 
-The replay runs in process, for speed, through the same :class:`~streamer.triage.Triage`
+The replay runs in process, for speed, through the same :class:`~streamer.triage.router.Triage`
 (student, threshold policy, warm-up, audit) the student worker runs. The teacher
 labels every event once (cached on disk per teacher and dataset) so teacher-only
 accuracy and the cascade's true agreement with the teacher are exact. Feedback is
@@ -21,6 +21,7 @@ import orjson
 
 from streamer.datasets import Example
 from streamer.settings import Settings
+from streamer.tasks import get_task
 from streamer.triage import build_triage
 
 SWEEP_TARGETS = tuple(round(0.85 + 0.01 * i, 2) for i in range(15))
@@ -43,23 +44,26 @@ class EvalResult:
     accuracy_student_only: float
     final_threshold: float
     student: str = ""
-    #: NER only: entity-level F1 (exact span and type) against gold, and the cascade's F1 over the teacher's
-    f1_cascade: float | None = None
-    f1_teacher_only: float | None = None
-    f1_student_only: float | None = None
-    f1_cascade_relative_to_teacher: float | None = None
+    task: str = "classify"
+    #: the task's own figures (NER: entity-level F1 of cascade, teacher and student, and the cascade's relative F1)
+    extra: dict[str, float | None] = field(default_factory=dict)
     curve: dict[str, list[float]] = field(default_factory=dict, repr=False)
+
+    def figure(self, name: str) -> float | None:
+        """A figure by name, whether a field or one of the task's own."""
+        return self.extra[name] if name in self.extra else getattr(self, name)
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("curve")
+        out.update(out.pop("extra"))
         return out
 
 
 def teacher_labels(teacher_model: str, examples: list[Example], cache_dir: Path, *, device: str = "auto",
                    max_length: int = 128, progress: bool = True, task: str = "classify") -> list[str]:
     """The teacher's label for every example, computed once and cached on disk."""
-    from streamer.teacher import load_teacher, read_meta
+    from streamer.models.teacher import read_meta
 
     meta = read_meta(Path(teacher_model)) if Path(teacher_model).is_dir() else {}
     digest = hashlib.sha256()
@@ -71,7 +75,7 @@ def teacher_labels(teacher_model: str, examples: list[Example], cache_dir: Path,
         return orjson.loads(cache.read_bytes())
     from tqdm import tqdm
 
-    teacher = load_teacher(task, teacher_model, device=device, max_length=max_length, batch_size=64)
+    teacher = get_task(task).load_teacher(teacher_model, device=device, max_length=max_length, batch_size=64)
     labels: list[str] = []
     chunk = 512
     with tqdm(total=len(examples), desc="teacher labels (once, cached)", unit="ev", disable=not progress,
@@ -122,19 +126,11 @@ def replay(examples: list[Example], labels: list[str], settings: Settings, *, wi
             curve["teacher_call_share"].append(sum(recent_calls) / len(recent_calls))
             curve["agreement"].append(sum(recent_agree) / len(recent_agree))
             curve["threshold"].append(min(policy.threshold, 1.0))
-    f1: dict[str, float | None] = {}
-    if settings.task == "ner":
-        from streamer.ner import entity_f1
-
-        gold = [ex.label for ex in examples]
-        blank = [" ".join("O" for _ in ex.text.split(" ")) for ex in examples]
-        f1["f1_cascade"] = entity_f1(gold, answers)["f1"]
-        f1["f1_teacher_only"] = entity_f1(gold, labels)["f1"]
-        f1["f1_student_only"] = entity_f1(gold, [a or b for a, b in zip(student_answers, blank)])["f1"]
-        f1["f1_cascade_relative_to_teacher"] = (round(f1["f1_cascade"] / f1["f1_teacher_only"], 4)
-                                                if f1["f1_teacher_only"] else None)
+    task = get_task(settings.task)
+    extra = task.evaluation_figures([ex.label for ex in examples], answers, labels,
+                                    [a or task.blank_answer(ex.text) for a, ex in zip(student_answers, examples)])
     return EvalResult(
-        student=settings.student_kind, **f1,
+        student=settings.student_kind, task=task.name, extra=extra,
         events=n, policy=settings.policy, target=settings.target, teacher_calls=calls,
         teacher_calls_saved_pct=round(100.0 * (1 - calls / n), 2), audits=audits,
         agreement_with_teacher=round(agree / n, 4), agreement_second_half=round(agree_second / (n - n // 2), 4),
@@ -151,15 +147,13 @@ def sweep(examples: list[Example], labels: list[str], settings: Settings,
 
 
 def format_table(results: list[EvalResult]) -> str:
-    ner = any(r.f1_cascade is not None for r in results)
-    quality = ("F1 cascade", "F1 teacher", "F1 student", "F1 rel.") if ner else ("acc cascade", "acc teacher",
-                                                                              "acc student")
+    """One row per result; the quality columns are the task's (accuracy, or entity F1 for NER)."""
+    columns = get_task(results[0].task).table_columns if results else ()
     head = (f"{'student':10} {'policy':7} {'target':>6} {'saved %':>8} {'agreement':>9} {'2nd half':>8} "
-            + " ".join(f"{q:>11}" for q in quality) + f" {'threshold':>9}")
+            + " ".join(f"{header:>11}" for header, _ in columns) + f" {'threshold':>9}")
     rows = [head, "-" * len(head)]
     for r in results:
-        figures = ((r.f1_cascade, r.f1_teacher_only, r.f1_student_only, r.f1_cascade_relative_to_teacher) if ner
-                   else (r.accuracy_cascade, r.accuracy_teacher_only, r.accuracy_student_only))
+        figures = [r.figure(name) for _, name in columns]
         rows.append(f"{r.student:10} {r.policy:7} {r.target:6.2f} {r.teacher_calls_saved_pct:8.1f} "
                     f"{r.agreement_with_teacher:9.4f} {r.agreement_second_half:8.4f} "
                     + " ".join("n/a".rjust(11) if f is None else f"{f:11.4f}" for f in figures)

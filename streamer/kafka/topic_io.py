@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from streamer.datasets import Example
+from streamer.kafka.clients import KafkaClients
 from streamer.settings import Settings
 
 
@@ -57,8 +58,7 @@ async def produce(settings: Settings, topic: str, values: Iterable[bytes], *, ra
     """
     from tqdm import tqdm
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5,
-                                max_batch_size=256 * 1024, **settings.kafka_client_options())
+    producer = KafkaClients(settings).producer()
     await producer.start()
     sent = 0
     bar = tqdm(total=total, desc=f"producing to {topic}", unit="ev", disable=not progress, file=sys.stderr)
@@ -83,20 +83,13 @@ async def produce(settings: Settings, topic: str, values: Iterable[bytes], *, ra
     return sent
 
 
-def groupless_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """A consumer outside any group (partitions assigned by hand), from the earliest offset, short fetch wait."""
-    return AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                            auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms,
-                            **settings.kafka_client_options())
-
-
 async def read_topic(settings: Settings, topic: str, *, idle_timeout: float | None = None,
                      ) -> AsyncIterator[tuple[int, int, bytes | None, bytes | None]]:
     """Every record of every partition of ``topic`` from the start, outside any consumer group.
 
     Yields ``(partition, offset, key, value)``; stops after ``idle_timeout`` seconds without a record.
     """
-    consumer = groupless_consumer(settings)
+    consumer = KafkaClients(settings).consumer()
     await consumer.start()
     try:
         await consumer.topics()

@@ -1,0 +1,83 @@
+"""The student family: one protocol every student implements and the base class that does most of it.
+
+A student predicts a label with a confidence, learns one teacher label at a time, counts
+the labels it has learned (``version``; predictions carry it) and gives its state for
+checkpoints. Students are River estimators underneath; which kinds exist is up to the
+tasks (:mod:`streamer.tasks`), and ``tests/test_student_contract.py`` checks every one.
+
+>>> from streamer.models.naive_bayes import NaiveBayesStudent
+>>> s = NaiveBayesStudent("nb")
+>>> s.learn("fine film", "pos"); s.version
+1
+>>> restored = NaiveBayesStudent.from_state(s.state())
+>>> restored.version, restored.predict("fine film") == s.predict("fine film")
+(1, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Student(Protocol):
+    """What the triage needs of a student."""
+
+    kind: str
+    version: int
+
+    def predict(self, text: str) -> tuple[str | None, float]:
+        """The most probable label and its probability in [0, 1]; ``(None, 0.0)`` before any learning."""
+
+    def learn(self, text: str, label: str) -> None:
+        """Learn one label; ``version`` grows by one."""
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to rebuild this student (picklable; ``kind`` and ``version`` included)."""
+
+
+class BaseStudent:
+    """A student around one River model: subclasses implement :meth:`predict` and :meth:`learn_one`."""
+
+    def __init__(self, kind: str, model: Any) -> None:
+        self.kind = kind
+        self.model = model
+        self.version = 0
+
+    def predict(self, text: str) -> tuple[str | None, float]:
+        raise NotImplementedError
+
+    def learn_one(self, text: str, label: str) -> None:
+        raise NotImplementedError
+
+    def learn(self, text: str, label: str) -> None:
+        self.learn_one(text, label)
+        self.version += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "version": self.version, "model": self.model}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> "BaseStudent":
+        student = cls.__new__(cls)
+        student.__dict__.update(state)
+        return student
+
+
+def most_probable(joint_log_likelihood: Mapping[str, float]) -> tuple[str | None, float]:
+    """The label of highest joint log-likelihood and its normalised probability; ``(None, 0.0)`` when empty.
+
+    Softmax over the classes without scipy's ``logsumexp``, which costs more than the model on a
+    handful of classes.
+
+    >>> label, p = most_probable({"pos": math.log(3), "neg": math.log(1)})
+    >>> label, round(p, 2)
+    ('pos', 0.75)
+    """
+    if not joint_log_likelihood:
+        return None, 0.0
+    label = max(joint_log_likelihood, key=joint_log_likelihood.__getitem__)
+    best = joint_log_likelihood[label]
+    return label, 1.0 / sum(math.exp(v - best) for v in joint_log_likelihood.values())

@@ -1,0 +1,97 @@
+"""The NER student: per-token naive Bayes over hand-made token features.
+
+The student's label for a sentence is its whole tag sequence and its confidence the least
+confident token's, so "agreement with the teacher" means the same tag for every token.
+
+>>> s = NERStudent()
+>>> for _ in range(5):
+...     s.learn("I love Paris", "O O B-geo-loc")
+...     s.learn("I love pizza", "O O O")
+>>> s.predict("I love Paris")[0]
+'O O B-geo-loc'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from river import naive_bayes
+
+from streamer.models.bio import OUTSIDE
+from streamer.models.student import BaseStudent, most_probable
+
+
+def word_shape(token: str) -> str:
+    """``Xxxx`` style shape with runs collapsed: ``"McDonald's"`` -> ``"XxXx'x"``."""
+    out: list[str] = []
+    for ch in token:
+        c = "X" if ch.isupper() else "x" if ch.islower() else "d" if ch.isdigit() else ch
+        if not out or out[-1] != c:
+            out.append(c)
+    return "".join(out)
+
+
+def token_features(tokens: list[str], i: int) -> dict[str, int]:
+    """Binary features of token ``i``: the word, shape, affixes, neighbours and position.
+
+    >>> sorted(token_features(["I", "love", "Paris"], 2))[:4]
+    ['is_last', 'is_title', 'next=</s>', 'prefix1=p']
+    """
+    token = tokens[i]
+    low = token.lower()
+    feats = {f"w={low}": 1, f"shape={word_shape(token)}": 1, f"prefix1={low[:1]}": 1, f"prefix2={low[:2]}": 1,
+             f"prefix3={low[:3]}": 1, f"suffix2={low[-2:]}": 1, f"suffix3={low[-3:]}": 1,
+             f"prev={tokens[i - 1].lower() if i > 0 else '<s>'}": 1,
+             f"next={tokens[i + 1].lower() if i + 1 < len(tokens) else '</s>'}": 1}
+    if token[:1].isupper():
+        feats["is_title"] = 1
+    if token.isupper() and len(token) > 1:
+        feats["is_upper"] = 1
+    if any(ch.isdigit() for ch in token):
+        feats["has_digit"] = 1
+    if token.startswith(("@", "#")) or low.startswith("http"):
+        feats[f"twitter={token[0] if token[0] in '@#' else 'url'}"] = 1
+    if i == 0:
+        feats["is_first"] = 1
+    if i + 1 == len(tokens):
+        feats["is_last"] = 1
+    if i > 0 and tokens[i - 1][:1].isupper():
+        feats["prev_title"] = 1
+    return feats
+
+
+class NERStudent(BaseStudent):
+    """Per-token naive Bayes over :func:`token_features`; a sentence's confidence is its least sure token's.
+
+    ``binary`` is the reference's policy: the student may only answer sentences it tags
+    entirely ``O`` (its confidence is 0 for any sentence in which it sees an entity).
+    """
+
+    def __init__(self, binary: bool = False) -> None:
+        super().__init__("ner-binary" if binary else "ner", naive_bayes.MultinomialNB(alpha=0.5))
+        self.binary = binary
+
+    def tag(self, tokens: list[str]) -> list[tuple[str, float]]:
+        """The most probable tag of each token and its probability."""
+        return [most_probable(self.model.joint_log_likelihood(token_features(tokens, i)))  # type: ignore[misc]
+                for i in range(len(tokens))]
+
+    def predict(self, text: str) -> tuple[str | None, float]:
+        if not self.model.class_counts:
+            return None, 0.0
+        tagged = self.tag(text.split(" "))
+        label = " ".join(tag for tag, _ in tagged)
+        confidence = min(p for _, p in tagged)
+        if self.binary and any(tag != OUTSIDE for tag, _ in tagged):
+            confidence = 0.0
+        return label, confidence
+
+    def learn_one(self, text: str, label: str) -> None:
+        tokens, tags = text.split(" "), label.split(" ")
+        if len(tokens) != len(tags):
+            raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
+        for i, tag in enumerate(tags):
+            self.model.learn_one(token_features(tokens, i), tag)
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "binary": self.binary}

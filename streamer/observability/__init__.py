@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics of each worker, the live dashboard, and log formatting."""

@@ -1,0 +1,115 @@
+"""What every worker process shares, whatever its transport (plain aiokafka or Faust).
+
+* ``Send``: how decision logic hands a record to a producer, so the same logic runs on the
+  broker and in process against a collecting ``send`` (tests, ``streamer evaluate``);
+* :func:`send_dead_letter`: every rejected record goes to ``dead-letter`` the same way;
+* :class:`WorkerRuntime`: stop signals, the ready file, the consumer-lag gauge, the broker
+  watchdog and the periodic summary line, run as one background task.
+
+>>> import asyncio
+>>> from streamer.observability.metrics import WorkerMetrics
+>>> from streamer.records import Rejection
+>>> sent = []
+>>> async def send(topic, key, value): sent.append((topic, key))
+>>> m = WorkerMetrics("student")
+>>> asyncio.run(send_dead_letter(m, send, b"{oops", Rejection("invalid_json", "bad"), "events", 2, 7))
+>>> sent, m.value("streamer_dead_letters_total", topic="events", reason="invalid_json")
+([('dead-letter', b'events/2/7')], 1.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from streamer.observability.metrics import WorkerMetrics
+from streamer.records import DEAD_LETTER, Rejection, dead_letter, dead_letter_key, encode
+from streamer.settings import Settings
+from streamer.workers.watchdog import watch_broker
+
+log = logging.getLogger(__name__)
+
+#: ``send(topic, key, value)``: hand one record to the producer (resolves once it is queued).
+Send = Callable[[str, bytes | None, bytes], Awaitable[None]]
+SUMMARY_INTERVAL = 10.0
+
+
+class Partition(Protocol):
+    topic: str
+    partition: int
+
+
+async def send_dead_letter(metrics: WorkerMetrics, send: Send, value: bytes | None, rejection: Rejection,
+                           topic: str, partition: int, offset: int) -> None:
+    """Send a rejected record to ``dead-letter`` with its reason and source, and count it."""
+    metrics.dead_letters.labels(topic=topic, reason=rejection.reason).inc()
+    log.debug("dead-lettered %s/%d@%d: %s", topic, partition, offset, rejection.error)
+    await send(DEAD_LETTER, dead_letter_key(topic, partition, offset),
+               encode(dead_letter(value, rejection, topic, partition, offset)))
+
+
+async def every(seconds: float, fn: Callable[[], Any]) -> None:
+    """Call ``fn`` every ``seconds`` (awaiting it when it returns an awaitable)."""
+    while True:
+        await asyncio.sleep(seconds)
+        result = fn()
+        if asyncio.iscoroutine(result):
+            await result
+
+
+class WorkerRuntime:
+    """The lifecycle services of one worker process.
+
+    ``summary`` is logged every :data:`SUMMARY_INTERVAL` seconds; ``on_broker_lost`` runs
+    before the watchdog exits the process (the student writes its checkpoint there).
+    """
+
+    def __init__(self, settings: Settings, metrics: WorkerMetrics, *, ready_file: Path | None = None,
+                 summary: Callable[[], None] | None = None, on_broker_lost: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.ready_file = ready_file
+        self.summary = summary
+        self.on_broker_lost = on_broker_lost
+
+    def partitions_assigned(self, assigned: Iterable[Partition]) -> None:
+        """Log the new assignment and touch the ready file (supervisors wait for it)."""
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+        if self.ready_file is not None:
+            Path(self.ready_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.ready_file).touch()
+
+    def stop_on_signals(self) -> asyncio.Event:
+        """An event set on SIGTERM or Ctrl-C (for transports that do not handle signals themselves)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return stop
+
+    def record_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
+        """Set the lag gauge from ``(topic, partition, records behind)`` of each assigned partition."""
+        for topic, partition, lag in lags:
+            self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(lag, 0))
+
+    async def run_background(self, timers: Mapping[str, tuple[float, Callable[[], Any]]] | None = None) -> None:
+        """The watchdog, the summary and ``timers`` ({name: (seconds, fn)}); fails as soon as one of them fails."""
+        jobs: list[Awaitable[None]] = []
+        if self.settings.broker_timeout > 0:
+            jobs.append(watch_broker(self.settings.bootstrap_servers, self.settings.broker_timeout,
+                                     on_give_up=self.on_broker_lost))
+        if self.summary is not None:
+            jobs.append(every(SUMMARY_INTERVAL, self.summary))
+        jobs += [self._named(name, every(seconds, fn)) for name, (seconds, fn) in (timers or {}).items()]
+        await asyncio.gather(*jobs)
+
+    @staticmethod
+    async def _named(name: str, job: Awaitable[None]) -> None:
+        try:
+            await job
+        except Exception as exc:
+            raise RuntimeError(f"worker timer {name!r} failed") from exc

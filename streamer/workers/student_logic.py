@@ -1,0 +1,173 @@
+"""The student's decisions, without any transport: route an event, learn a label, stand in for a late teacher.
+
+Every method takes a ``send`` (:data:`~streamer.workers.runtime.Send`), so the whole decision
+path runs on the broker (:mod:`streamer.workers.student_worker`) or in process against a
+collecting ``send``:
+
+>>> import asyncio, orjson, tempfile
+>>> from streamer.records import Catalogue
+>>> from streamer.settings import Settings
+>>> logic = StudentLogic(Settings(data_dir=tempfile.mkdtemp(), warmup_labels=5), Catalogue.load())
+>>> sent = []
+>>> async def send(topic, key, value): sent.append((topic, key))
+>>> asyncio.run(logic.handle_event(orjson.dumps({"id": "1", "text": "a film"}), "events", 0, 0, 1000, send))
+>>> sent
+[('escalations', b'1')]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from streamer.observability.metrics import WorkerMetrics
+from streamer.records import (ESCALATIONS, EVENTS, LABELS, PREDICTIONS, Catalogue, Rejection, decode, encode,
+                              escalation, student_prediction)
+from streamer.settings import Settings
+from streamer.tasks import get_task
+from streamer.triage import Triage, build_triage, triage_config
+from streamer.triage.checkpoint import Checkpoint, lock_checkpoint, read_checkpoint, write_checkpoint
+from streamer.triage.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP
+from streamer.workers.runtime import Send, send_dead_letter
+
+log = logging.getLogger(__name__)
+
+
+class StudentState:
+    """The worker's triage, the ``labels`` offsets it has learned up to, and escalations awaiting the teacher.
+
+    Without a ``triage`` it locks and restores the checkpoint at ``settings.student_checkpoint``.
+    """
+
+    def __init__(self, settings: Settings, triage: Triage | None = None) -> None:
+        self.settings = settings
+        self.label_offsets: dict[int, int] = {}
+        if triage is None:
+            self.lock = lock_checkpoint(settings.student_checkpoint)
+            triage = self._restore()
+        self.triage = triage or build_triage(settings)
+        #: event id -> (deadline, provisional prediction) while the teacher has not answered
+        self.pending: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def _restore(self) -> Triage | None:
+        settings = self.settings
+        checkpoint = read_checkpoint(settings.student_checkpoint)
+        if checkpoint is None:
+            return None
+        triage, self.label_offsets = checkpoint.triage, checkpoint.label_offsets
+        if checkpoint.config != triage_config(settings):
+            fresh = build_triage(settings)
+            if triage.student.kind != settings.student_kind:
+                self.label_offsets = {}
+                log.warning("the checkpoint holds a %r student but the settings ask for %r: starting a fresh one "
+                            "and relearning every label", triage.student.kind, settings.student_kind)
+                return fresh
+            fresh.student = triage.student
+            log.warning("triage settings changed since the checkpoint (%s -> %s): kept the learned student, "
+                        "started a fresh threshold policy", checkpoint.config, triage_config(settings))
+            triage = fresh
+        log.info("restored the student checkpoint %s: %d labels learned, written %.0f s ago, labels offsets %s",
+                 settings.student_checkpoint, triage.student.version, time.time() - checkpoint.written_time,
+                 checkpoint.label_offsets)
+        return triage
+
+    def checkpoint(self, why: str) -> None:
+        started = time.perf_counter()
+        size = write_checkpoint(self.settings.student_checkpoint,
+                                Checkpoint(self.triage, dict(self.label_offsets), triage_config(self.settings)))
+        log.info("checkpoint written (%s): %s, %d labels learned, %.1f kB in %.0f ms", why,
+                 self.settings.student_checkpoint, self.triage.student.version, size / 1e3,
+                 1e3 * (time.perf_counter() - started))
+
+
+class StudentLogic:
+    """Routing, learning and provisional answers of one student worker, with its metrics."""
+
+    def __init__(self, settings: Settings, catalogue: Catalogue, triage: Triage | None = None,
+                 metrics: WorkerMetrics | None = None) -> None:
+        self.settings = settings
+        self.task = get_task(settings.task)
+        self.state = StudentState(settings, triage)
+        self.triage = self.state.triage
+        self.metrics = metrics or WorkerMetrics("student")
+        self.metrics.agreement_target.set(settings.target)
+        # label children bound once: they are touched for every event
+        self._answered = self.metrics.predictions.labels(source="student")
+        self._answer_latency = self.metrics.decision_latency.labels(source="student")
+        self._escalated = {reason: self.metrics.escalations.labels(reason=reason)
+                           for reason in (REASON_WARMUP, REASON_LOW_CONFIDENCE, REASON_AUDIT)}
+        self.events_spec, self.labels_spec = catalogue[EVENTS], catalogue[LABELS]
+
+    async def handle_event(self, value: bytes | None, topic: str, partition: int, offset: int,
+                           timestamp_ms: int, send: Send) -> None:
+        """Route one ``events`` record: a prediction, an escalation, or a dead letter."""
+        event = decode(value, self.events_spec, self.settings.max_text_bytes)
+        if isinstance(event, Rejection):
+            await send_dead_letter(self.metrics, send, value, event, topic, partition, offset)
+            return
+        triage = self.triage
+        self.metrics.events.inc()
+        route = triage.route(event["text"])
+        key = event["id"].encode()
+        if route.escalate:
+            self._escalated[route.reason].inc()
+            await send(ESCALATIONS, key, encode(escalation(event, route.reason, route.label, route.confidence,
+                                                           triage.student.version, route.threshold, route.weight,
+                                                           timestamp_ms)))
+            if self.settings.teacher_timeout > 0 and route.label is not None:
+                answer = self.task.enrich(student_prediction(event, route.label, route.confidence,
+                                                             triage.student.version, route.threshold, timestamp_ms,
+                                                             provisional=True), event["text"])
+                self.state.pending[event["id"]] = (time.monotonic() + self.settings.teacher_timeout, answer)
+        else:
+            record = self.task.enrich(student_prediction(event, route.label, route.confidence, triage.student.version,
+                                                         route.threshold, timestamp_ms), event["text"])
+            await send(PREDICTIONS, key, encode(record))
+            self._answered.inc()
+            self._answer_latency.observe(max(record["decided_time"] - timestamp_ms, 0) / 1e3)
+
+    async def learn_label(self, value: bytes | None, topic: str, partition: int, offset: int, send: Send) -> None:
+        """Learn one ``labels`` record (or dead-letter it)."""
+        record = decode(value, self.labels_spec, self.settings.max_text_bytes)
+        if isinstance(record, Rejection):
+            await send_dead_letter(self.metrics, send, value, record, topic, partition, offset)
+            return
+        self.triage.learn(record["text"], record["label"], student_label=record["student_label"],
+                          student_confidence=record["student_confidence"], weight=record["weight"],
+                          reason=record["reason"])
+        self.state.pending.pop(record["id"], None)
+        self.metrics.labels_learned.inc()
+
+    async def publish_provisional(self, send: Send, now: float | None = None) -> int:
+        """The student's answer, marked provisional, for escalations the teacher has not answered in time."""
+        now = time.monotonic() if now is None else now
+        expired = [event_id for event_id, (deadline, _) in self.state.pending.items() if deadline <= now]
+        for event_id in expired:
+            _, answer = self.state.pending.pop(event_id)
+            await send(PREDICTIONS, event_id.encode(), encode(answer))
+            self.metrics.predictions.labels(source="provisional").inc()
+        if expired:
+            log.info("teacher late: published %d provisional student answers (teacher_timeout %.1f s)",
+                     len(expired), self.settings.teacher_timeout)
+        return len(expired)
+
+    def estimated_agreement(self) -> float | None:
+        return getattr(self.triage.policy, "estimated_agreement", lambda: None)()
+
+    def update_gauges(self) -> None:
+        """Threshold and estimated agreement gauges."""
+        self.metrics.threshold.set(min(self.triage.policy.threshold, 1.0))
+        estimate = self.estimated_agreement()
+        self.metrics.agreement.set(float("nan") if estimate is None else estimate)
+
+    def log_summary(self) -> None:
+        m = self.metrics
+        estimate = self.estimated_agreement()
+        log.info("student: events=%d answered=%d escalated=%d provisional=%d dead_lettered=%d labels_learned=%d "
+                 "threshold=%.3f estimated_agreement=%s", m.value("streamer_events_total"),
+                 m.value("streamer_predictions_total", source="student"),
+                 m.total("streamer_escalations_total"), m.value("streamer_predictions_total", source="provisional"),
+                 m.total("streamer_dead_letters_total"),
+                 m.value("streamer_labels_learned_total"), self.triage.policy.threshold,
+                 "n/a" if estimate is None else f"{estimate:.3f}")
