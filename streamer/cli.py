@@ -232,13 +232,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         serve_metrics(settings, student.metrics)
         return asyncio.run(StudentWorker(student, ready_file=args.ready_file).run())
     from streamer.workers.faust_app import run_worker
-    from streamer.workers.teacher_logic import TeacherLogic
+    from streamer.workers.teacher_logic import TeacherLogic, load_configured_teacher
     from streamer.workers.teacher_worker import build_teacher_app
 
-    teacher = get_task(settings.task).load_teacher(settings.teacher_model_ref, device=settings.teacher_device,
-                                                   max_length=settings.teacher_max_length,
-                                                   batch_size=settings.teacher_batch_size)
-    logic = TeacherLogic(settings, catalogue, teacher)
+    logic = TeacherLogic(settings, catalogue, load_configured_teacher(settings))
     serve_metrics(settings, logic.metrics)
     run_worker(build_teacher_app(logic, ready_file=args.ready_file), settings)
     return 0

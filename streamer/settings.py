@@ -23,7 +23,8 @@ from streamer.tasks import get_task
 from streamer.triage.policies import POLICIES
 
 ENV_PREFIX = "STREAMER_"
-SECRET_FIELDS = frozenset({"sasl_password"})
+SECRET_FIELDS = frozenset({"sasl_password", "label_key"})
+COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 PATH_FIELDS = ("data_dir", "catalogue_path", "checkpoint_path")
 
 
@@ -54,6 +55,9 @@ class Settings:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    compression_type: str = "none"  # codec of every record this system produces: none, gzip, snappy, lz4, zstd
+    # Label integrity: with a key, students sign escalations and learn only labels that carry a valid signature
+    label_key: str | None = field(default=None, repr=False)
     # Storage
     data_dir: Path = field(default_factory=_default_data_dir)
     # Student (BabyBear)
@@ -64,6 +68,7 @@ class Settings:
     student: str | None = None  # unset: the task's default (nb; ner)
     checkpoint_path: Path | None = None  # unset: <data_dir>/checkpoints/student-<hostname>.ckpt
     checkpoint_interval: float = 30.0
+    trust_legacy_checkpoint: bool = False  # load a checkpoint written before checkpoints were authenticated, once
     # Triage
     policy: str = "online"
     threshold: float = 0.9
@@ -73,6 +78,7 @@ class Settings:
     seed: int = 0
     # Teacher (Mamabear)
     teacher_model: str | None = None
+    teacher_class: str | None = None  # "module:Class" of your own Teacher subclass; unset: the task's teacher
     teacher_device: str = "auto"
     teacher_batch_size: int = 64
     teacher_max_wait: float = 0.05
@@ -97,6 +103,8 @@ class Settings:
         if self.student is not None and self.student not in task.students:
             raise ValueError(f"student for task {self.task} must be one of {tuple(task.students)}, "
                              f"got {self.student!r}")
+        if self.compression_type not in COMPRESSION_TYPES:
+            raise ValueError(f"compression_type must be one of {COMPRESSION_TYPES}, got {self.compression_type!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         for name in ("threshold", "target", "audit_rate"):

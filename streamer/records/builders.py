@@ -17,7 +17,7 @@ from streamer.records.codec import now_ms
 #: Fields the system writes on a prediction; an event's own fields of these names are replaced.
 PREDICTION_FIELDS = ("id", "label", "confidence", "source", "student_version", "teacher_version",
                      "escalation_reason", "student_label", "student_confidence", "threshold",
-                     "event_time", "decided_time", "provisional", "entities")
+                     "event_time", "decided_time", "provisional", "final", "entities")
 _SYSTEM_FIELDS = frozenset(PREDICTION_FIELDS)
 
 
@@ -28,11 +28,16 @@ def passthrough(event: dict[str, Any]) -> dict[str, Any]:
 
 def student_prediction(event: dict[str, Any], label: str, confidence: float, student_version: int,
                        threshold: float, event_time: int, *, provisional: bool = False) -> dict[str, Any]:
-    """The student's answer; ``provisional`` when it stands in for a late teacher (a final answer follows)."""
+    """The student's answer; ``provisional`` when it stands in for a late teacher (a final answer follows).
+
+    Every prediction says whether it is ``final``: a consumer keeps the final answer per id whatever order the
+    records arrive in, and a provisional one only until the final one is seen.
+    """
     record = passthrough(event)
     record.update(id=event["id"], label=label, confidence=confidence, source="student",
                   student_version=student_version,
-                  teacher_version=None, threshold=threshold, event_time=event_time, decided_time=now_ms())
+                  teacher_version=None, threshold=threshold, event_time=event_time, decided_time=now_ms(),
+                  final=not provisional)
     if provisional:
         record["provisional"] = True
     return record
@@ -54,13 +59,17 @@ def teacher_prediction(esc: dict[str, Any], label: str, confidence: float, teach
                   student_version=esc["student_version"], teacher_version=teacher_version,
                   escalation_reason=esc["reason"], student_label=esc["student_label"],
                   student_confidence=esc["student_confidence"], threshold=esc["threshold"],
-                  event_time=esc["event_time"], decided_time=now_ms())
+                  event_time=esc["event_time"], decided_time=now_ms(), final=True)
     return record
 
 
 def label_record(esc: dict[str, Any], label: str, teacher_version: str) -> dict[str, Any]:
-    return {
+    """The teacher's label for an escalation; the student's signature, if any, is carried unchanged."""
+    record = {
         "id": esc["id"], "text": esc["text"], "label": label, "teacher_version": teacher_version,
         "reason": esc["reason"], "student_label": esc["student_label"],
         "student_confidence": esc["student_confidence"], "weight": esc["weight"], "labelled_time": now_ms(),
     }
+    if "signature" in esc:
+        record["signature"] = esc["signature"]
+    return record

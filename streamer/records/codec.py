@@ -17,6 +17,7 @@ dead-letter topic with the original bytes.
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,16 +26,30 @@ import orjson
 
 from streamer.records.catalogue import TopicSpec
 
-#: Why a record went to the dead-letter topic.
-REJECTION_REASONS = ("empty", "too_large", "invalid_utf8", "invalid_json", "schema")
+#: Why :func:`decode` rejects a record.
+DECODE_REASONS = ("empty", "too_large", "invalid_utf8", "invalid_json", "schema")
+#: Why a record went to the dead-letter topic: a decode reason, or a failure while processing it
+#: (``processing_error``: the student or an encoder raised; ``teacher_error``: the teacher raised on this record
+#: alone; ``unauthenticated``: a label without a valid signature while ``label_key`` is set).
+REJECTION_REASONS = (*DECODE_REASONS, "processing_error", "teacher_error", "unauthenticated")
+#: Most bytes of the original value a dead-letter record carries (its length and SHA-256 always come along),
+#: so a dead-letter record stays far below any producer's request size whatever the input.
+DEAD_LETTER_VALUE_BYTES = 64 * 1024
+DEAD_LETTER_ERROR_CHARS = 2000
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A record that cannot be processed, and why."""
+    """A record that cannot be processed, why, and the type of the exception behind it (if one was raised)."""
 
     reason: str
     error: str
+    exception: str | None = None
+
+    @classmethod
+    def from_exception(cls, reason: str, exc: BaseException) -> "Rejection":
+        """``Rejection("teacher_error", "ValueError: ...", "ValueError")`` for ``exc``."""
+        return cls(reason, f"{type(exc).__name__}: {exc}", type(exc).__name__)
 
 
 def now_ms() -> int:
@@ -68,21 +83,45 @@ def encode(record: dict[str, Any]) -> bytes:
 
 
 def dead_letter(value: bytes | None, rejection: Rejection, topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """The dead-letter record for a rejected value: reason, source and the original bytes."""
+    """The dead-letter record for a rejected value: reason, source, and the original bytes, bounded.
+
+    At most :data:`DEAD_LETTER_VALUE_BYTES` of the value ride along (``value_text`` when that prefix is
+    UTF-8, else ``value_b64``), with the value's full length and SHA-256 so it can be found and matched.
+
+    >>> big = dead_letter(b"x" * 2_000_000, Rejection("too_large", "too big"), "events", 0, 5)
+    >>> len(big["value_text"]), big["value_bytes"], big["value_truncated"], len(encode(big)) < 100_000
+    (65536, 2000000, True, True)
+    """
     record: dict[str, Any] = {
         "reason": rejection.reason,
-        "error": rejection.error,
+        "error": rejection.error[:DEAD_LETTER_ERROR_CHARS],
         "source_topic": topic,
         "source_partition": partition,
         "source_offset": offset,
         "dead_lettered_time": now_ms(),
     }
+    if rejection.exception:
+        record["exception"] = rejection.exception
     if value:
-        try:
-            record["value_text"] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            record["value_b64"] = base64.b64encode(value).decode("ascii")
+        prefix = value[:DEAD_LETTER_VALUE_BYTES]
+        record.update(value_bytes=len(value), value_sha256=hashlib.sha256(value).hexdigest(),
+                      value_truncated=len(prefix) < len(value))
+        text = _utf8_prefix(prefix, truncated=len(prefix) < len(value))
+        if text is not None:
+            record["value_text"] = text
+        else:
+            record["value_b64"] = base64.b64encode(prefix).decode("ascii")
     return record
+
+
+def _utf8_prefix(prefix: bytes, truncated: bool) -> str | None:
+    """``prefix`` as text when it is UTF-8 (a character cut by the truncation is left out), else ``None``."""
+    for cut in range(4 if truncated else 1):
+        try:
+            return prefix[:len(prefix) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
 
 
 def dead_letter_key(topic: str, partition: int, offset: int) -> bytes:

@@ -58,6 +58,13 @@ class Incoming:
     offset: int
 
 
+def load_configured_teacher(settings: Settings) -> Labeller:
+    """The teacher the settings name: the task's teacher class loaded from ``teacher_model_ref``."""
+    return get_task(settings.task).load_teacher(settings.teacher_model_ref, device=settings.teacher_device,
+                                                max_length=settings.teacher_max_length,
+                                                batch_size=settings.teacher_batch_size)
+
+
 class TeacherLogic:
     """Answers escalations with a teacher, publishes predictions and labels, dead-letters bad records."""
 
