@@ -61,13 +61,15 @@ class EvalResult:
 
 
 def teacher_labels(teacher_model: str, examples: list[Example], cache_dir: Path, *, device: str = "auto",
-                   max_length: int = 128, progress: bool = True, task: str = "classify") -> list[str]:
+                   max_length: int = 128, progress: bool = True, task: str = "classify",
+                   teacher_class: str | None = None) -> list[str]:
     """The teacher's label for every example, computed once and cached on disk."""
     from streamer.models.teacher import read_meta
 
     meta = read_meta(Path(teacher_model)) if Path(teacher_model).is_dir() else {}
     digest = hashlib.sha256()
-    digest.update(f"{teacher_model}|{meta.get('version')}|{max_length}".encode())
+    digest.update(f"{teacher_model}|{meta.get('version')}|{max_length}".encode()
+                  + (f"|{teacher_class}".encode() if teacher_class else b""))
     for ex in examples:
         digest.update(ex.id.encode() + b"\0" + ex.text.encode() + b"\0")
     cache = cache_dir / f"teacher-labels-{digest.hexdigest()[:20]}.json"
@@ -75,7 +77,8 @@ def teacher_labels(teacher_model: str, examples: list[Example], cache_dir: Path,
         return orjson.loads(cache.read_bytes())
     from tqdm import tqdm
 
-    teacher = get_task(task).load_teacher(teacher_model, device=device, max_length=max_length, batch_size=64)
+    teacher = get_task(task).load_teacher(teacher_model, device=device, max_length=max_length, batch_size=64,
+                                          teacher_class=teacher_class)
     labels: list[str] = []
     chunk = 512
     with tqdm(total=len(examples), desc="teacher labels (once, cached)", unit="ev", disable=not progress,

@@ -46,10 +46,16 @@ class KafkaClients:
                                                         keyfile=s.ssl_keyfile)
         return options
 
+    @property
+    def compression(self) -> str | None:
+        """The producers' codec (``None``: uncompressed). Consumers read every codec whatever this says."""
+        return None if self.settings.compression_type == "none" else self.settings.compression_type
+
     def producer(self, **overrides: Any) -> "AIOKafkaProducer":
         from aiokafka import AIOKafkaProducer
 
-        options = {"linger_ms": PRODUCER_LINGER_MS, "max_batch_size": PRODUCER_MAX_BATCH_BYTES, **overrides}
+        options = {"linger_ms": PRODUCER_LINGER_MS, "max_batch_size": PRODUCER_MAX_BATCH_BYTES,
+                   "compression_type": self.compression, **overrides}
         return AIOKafkaProducer(bootstrap_servers=self.bootstrap, **options, **self.security())
 
     def consumer(self, group_id: str | None = None, **overrides: Any) -> "AIOKafkaConsumer":

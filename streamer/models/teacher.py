@@ -1,16 +1,20 @@
 """The teachers (Mamabear): any Hugging Face sequence or token classifier, batched.
 
 ``Teacher(model_ref)`` takes a local directory or a model id. Batches are sorted
-by length before padding, truncated to ``max_length``, run under
-``torch.inference_mode`` on CUDA when present (in bf16/fp16) and else on CPU.
-Which teacher a task uses is the task's choice (:mod:`streamer.tasks`).
+by length before padding, truncated to ``max_length`` (at most the model's position
+limit), run under ``torch.inference_mode`` on CUDA when present (in bf16/fp16) and
+else on CPU; a batch that runs out of CUDA memory is retried in halves.
+Which teacher a task uses is the task's choice (:mod:`streamer.tasks`); users plug in
+their own subclass with ``teacher_class`` (:func:`load_teacher_class`).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -21,8 +25,12 @@ log = logging.getLogger(__name__)
 META_FILE = "streamer_teacher.json"
 
 
+#: a tokenizer's ``model_max_length`` at or above this means "no limit" (transformers' placeholder is 1e30)
+UNSET_MAX_LENGTH = 1_000_000
+
+
 class TeacherNotFound(RuntimeError):
-    """The teacher model could not be loaded."""
+    """The teacher model (or the configured teacher class) could not be loaded."""
 
 
 def read_meta(model_dir: Path) -> dict:
@@ -36,6 +44,27 @@ def pick_device(requested: str = "auto") -> str:
     if requested != "auto":
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is CUDA running out of memory."""
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or isinstance(exc, RuntimeError) and "out of memory" in str(exc)
+
+
+def load_teacher_class(path: str) -> type["Teacher"]:
+    """The :class:`Teacher` subclass ``path`` names (``"module:Class"``); :class:`TeacherNotFound` otherwise."""
+    module_name, _, class_name = path.partition(":")
+    if not module_name or not class_name:
+        raise TeacherNotFound(f"teacher_class must look like 'module:Class', got {path!r}")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's module is one clear line
+        raise TeacherNotFound(f"could not load teacher_class {path!r}: {type(exc).__name__}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Teacher)):
+        raise TeacherNotFound(f"teacher_class {path!r} is not a subclass of streamer.models.teacher.Teacher")
+    return cls
 
 
 class Teacher:
@@ -68,7 +97,7 @@ class Teacher:
         if self.device.startswith("cuda"):
             self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.model = model.to(self.device, dtype=self.dtype).eval()
-        self.max_length = max_length
+        self.max_length = self._clamp_max_length(max_length, model)
         self.batch_size = batch_size
         self.id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
         meta = read_meta(local) if local.is_dir() else {}
@@ -76,21 +105,51 @@ class Teacher:
         log.info("teacher %s loaded on %s (%s), labels %s", self.version, self.device, self.dtype,
                  sorted(self.id2label.values()))
 
+    def _clamp_max_length(self, max_length: int, model: Any) -> int:
+        """``max_length`` capped at the model's position limit (and the tokenizer's, when it sets one)."""
+        limits = [getattr(model.config, "max_position_embeddings", None),
+                  getattr(self.tokenizer, "model_max_length", None)]
+        limit = min((int(n) for n in limits if isinstance(n, (int, float)) and 0 < n < UNSET_MAX_LENGTH),
+                    default=max_length)
+        if max_length > limit:
+            log.warning("teacher max_length %d is beyond the model's limit of %d positions: using %d",
+                        max_length, limit, limit)
+        return min(max_length, limit)
+
     @property
     def labels(self) -> list[str]:
         return [self.id2label[i] for i in sorted(self.id2label)]
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
-        """``(label, probability)`` for each text, in input order (batched by similar length)."""
+        """``(label, probability)`` for each text, in input order (batched by similar length).
+
+        A batch that runs out of CUDA memory is retried after emptying the cache with half
+        the batch size (kept for later batches); out of memory on one text alone raises.
+        """
         import torch
 
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: list[tuple[str, float]] = [("", 0.0)] * len(texts)
+        start = 0
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
+            while start < len(order):
                 idx = order[start:start + self.batch_size]
-                for i, answer in zip(idx, self.predict_batch([texts[i] for i in idx])):
+                answers: list[tuple[str, float]] | None
+                try:
+                    answers = self.predict_batch([texts[i] for i in idx])
+                except Exception as exc:
+                    if len(idx) == 1 or not is_out_of_memory(exc):
+                        raise
+                    answers = None
+                if answers is None:  # outside ``except``: the traceback no longer holds the batch's tensors
+                    torch.cuda.empty_cache()
+                    self.batch_size = max(len(idx) // 2, 1)
+                    log.warning("teacher ran out of CUDA memory on %d sequences: batch size now %d",
+                                len(idx), self.batch_size)
+                    continue
+                for i, answer in zip(idx, answers):
                     out[i] = answer
+                start += len(idx)
         return out
 
     def predict_batch(self, texts: list[str]) -> list[tuple[str, float]]:

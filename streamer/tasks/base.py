@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from streamer.datasets import Example
 from streamer.models.student import BaseStudent, Student
-from streamer.models.teacher import Teacher
+from streamer.models.teacher import Teacher, load_teacher_class
 
 
 class Task:
@@ -56,10 +56,12 @@ class Task:
         """A student rebuilt from its :meth:`~streamer.models.student.Student.state`."""
         return self.student_classes[state["kind"]].from_state(state)
 
-    def load_teacher(self, model_ref: str, *, device: str = "auto", max_length: int = 128,
-                     batch_size: int = 64) -> Teacher:
-        """This task's teacher loaded from a model directory or id."""
-        return self.teacher_class(model_ref, device=device, max_length=max_length, batch_size=batch_size)
+    def load_teacher(self, model_ref: str, *, device: str = "auto", max_length: int = 128, batch_size: int = 64,
+                     teacher_class: str | None = None) -> Teacher:
+        """This task's teacher (or the ``"module:Class"`` Teacher subclass ``teacher_class`` names) loaded from a
+        model directory or id."""
+        cls = load_teacher_class(teacher_class) if teacher_class else self.teacher_class
+        return cls(model_ref, device=device, max_length=max_length, batch_size=batch_size)
 
     def evaluation_students(self, chosen: str | None) -> list[str]:
         """The student kinds ``streamer evaluate`` replays: the chosen one, or the task's comparison."""

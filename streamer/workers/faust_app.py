@@ -3,6 +3,7 @@
 * short group session timeout (Tansu holds JoinGroup for half of it);
 * no leader topic, no topic declaration: topics come from the catalogue;
 * raw bytes in and out: records are JSON through orjson, validated by the catalogue;
+* the producer compresses with ``compression_type`` like every other producer of the system;
 * earliest offset reset, at-least-once processing (no transactions on Tansu).
 """
 
@@ -51,10 +52,11 @@ def make_app(settings: Settings, role: str) -> faust.App:
     _use_app_fetch_wait()
     datadir = Path(settings.data_dir) / "faust" / role
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    clients = KafkaClients(settings)
     app = faust.App(
         f"babybear-{role}",
         broker=settings.broker_url,
-        broker_credentials=KafkaClients(settings).faust_credentials(),
+        broker_credentials=clients.faust_credentials(),
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
         store="memory://",
@@ -65,6 +67,7 @@ def make_app(settings: Settings, role: str) -> faust.App:
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
         producer_linger=0.005,
+        producer_compression_type=clients.compression,
         key_serializer="raw",
         value_serializer="raw",
     )

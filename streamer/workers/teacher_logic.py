@@ -2,7 +2,9 @@
 
 Each batch is decoded (bad records go to ``dead-letter``), labelled by the teacher in a
 worker thread (tokenisation included, so the event loop keeps consuming and producing),
-then answered on ``predictions`` and fed back on ``labels``.
+then answered on ``predictions`` and fed back on ``labels``. A batch the teacher fails on
+(it raises, or does not give one ``(label, confidence)`` per text) is split in halves until each failing
+record is alone: those go to ``dead-letter`` (``teacher_error``), the rest are answered.
 
 >>> import asyncio, orjson
 >>> from streamer.records import Catalogue
@@ -26,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from streamer.observability.metrics import WorkerMetrics
 from streamer.records import (ESCALATIONS, LABELS, PREDICTIONS, Catalogue, Rejection, decode, encode, label_record,
@@ -59,10 +62,12 @@ class Incoming:
 
 
 def load_configured_teacher(settings: Settings) -> Labeller:
-    """The teacher the settings name: the task's teacher class loaded from ``teacher_model_ref``."""
+    """The teacher the settings name: ``teacher_class`` (else the task's teacher class) loaded from
+    ``teacher_model_ref``."""
     return get_task(settings.task).load_teacher(settings.teacher_model_ref, device=settings.teacher_device,
                                                 max_length=settings.teacher_max_length,
-                                                batch_size=settings.teacher_batch_size)
+                                                batch_size=settings.teacher_batch_size,
+                                                teacher_class=settings.teacher_class)
 
 
 class TeacherLogic:
@@ -80,24 +85,30 @@ class TeacherLogic:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher")
 
     async def answer(self, batch: list[Incoming], send: Send) -> None:
-        """Decode, label and answer one batch of ``escalations`` records."""
-        records = []
+        """Decode, label and answer one batch of ``escalations`` records; dead-letter those that fail."""
+        items: list[tuple[Incoming, dict[str, Any]]] = []
         for m in batch:
             record = decode(m.value, self.spec, self.settings.max_text_bytes)
             if isinstance(record, Rejection):
                 await send_dead_letter(self.metrics, send, m.value, record, m.topic, m.partition, m.offset)
             else:
-                records.append(record)
-        if not records:
+                items.append((m, record))
+        if not items:
             return
         started = time.perf_counter()
-        results = await asyncio.get_running_loop().run_in_executor(self._executor, self.teacher.predict,
-                                                                   [r["text"] for r in records])
+        results = await self._label(items)
         seconds = time.perf_counter() - started
-        self.metrics.teacher_batch_size.observe(len(records))
+        self.metrics.teacher_batch_size.observe(len(items))
         self.metrics.teacher_batch_seconds.observe(seconds)
-        log.info("teacher batch: %d sequences in %.3f s", len(records), seconds)
-        for record, (label, confidence) in zip(records, results):
+        log.info("teacher batch: %d sequences in %.3f s", len(items), seconds)
+        for (m, record), result in zip(items, results):
+            if isinstance(result, Exception):
+                log.warning("teacher failed on %s/%d@%d (id %r), dead-lettered: %s: %s", m.topic, m.partition,
+                            m.offset, record["id"], type(result).__name__, result)
+                await send_dead_letter(self.metrics, send, m.value, Rejection.from_exception("teacher_error", result),
+                                       m.topic, m.partition, m.offset)
+                continue
+            label, confidence = result
             key = record["id"].encode()
             answer = self.task.enrich(teacher_prediction(record, label, confidence, self.teacher.version),
                                       record["text"])
@@ -105,6 +116,26 @@ class TeacherLogic:
             await send(LABELS, key, encode(label_record(record, label, self.teacher.version)))
             self._answered.inc()
             self._latency.observe(max(answer["decided_time"] - answer["event_time"], 0) / 1e3)
+
+    async def _label(self, items: list[tuple[Incoming, dict[str, Any]]]) -> Sequence[tuple[str, float] | Exception]:
+        """The teacher's answer for each item, or the exception it fails with on that item alone (found by
+        splitting a failing batch in halves)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict,
+                                                                    [record["text"] for _, record in items])
+        except Exception as exc:  # noqa: BLE001 - any teacher failure is isolated, never fatal
+            if len(items) == 1:
+                return [exc]
+            half = len(items) // 2
+            return [*await self._label(items[:half]), *await self._label(items[half:])]
+
+    def _predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        """``teacher.predict``, checked: one ``(label, confidence)`` per text, each label a string."""
+        results = [(label, float(confidence)) for label, confidence in self.teacher.predict(texts)]
+        if len(results) != len(texts) or not all(isinstance(label, str) for label, _ in results):
+            raise ValueError(f"the teacher must give one (label: str, confidence) per text; it gave {len(results)} "
+                             f"answers for {len(texts)} texts")
+        return results
 
     def log_summary(self) -> None:
         m = self.metrics

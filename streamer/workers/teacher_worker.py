@@ -3,11 +3,22 @@
 Faust batches the stream (``take_events``) and handles commits and signals; the decisions
 are :class:`~streamer.workers.teacher_logic.TeacherLogic`'s, and the lifecycle services
 (ready file, lag gauge, watchdog, summary) the shared :class:`~streamer.workers.runtime.WorkerRuntime`'s.
+
+At-least-once: ``take_events`` acks a batch's events (so Faust may commit their offsets)
+only when the agent asks for the next batch, and the agent asks only once every record it
+produced for the batch is acknowledged by the broker. A batch that cannot be answered and
+delivered exits the process before its events are acked (:data:`EXIT_BATCH_FAILED`), so a
+restarted worker processes it again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
+from typing import Any
 
 import faust
 
@@ -16,7 +27,27 @@ from streamer.workers.faust_app import consumer_lags, make_app, raw_topic
 from streamer.workers.runtime import WorkerRuntime
 from streamer.workers.teacher_logic import Incoming, TeacherLogic
 
+log = logging.getLogger(__name__)
+
 LAG_INTERVAL = 1.0
+#: exit status of a teacher worker that could not answer or deliver a batch (its offsets stay uncommitted)
+EXIT_BATCH_FAILED = 4
+
+
+class DeliveredSend:
+    """A ``send`` onto Faust topics that keeps each record's delivery future until :meth:`delivered`."""
+
+    def __init__(self, topics: Mapping[str, faust.TopicT]) -> None:
+        self.topics = topics
+        self.pending: list[Awaitable[Any]] = []
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.pending.append(await self.topics[topic].send(key=key, value=value))
+
+    async def delivered(self) -> None:
+        """Wait until the broker has acknowledged every record sent so far (raises if one was not delivered)."""
+        pending, self.pending = self.pending, []
+        await asyncio.gather(*pending)
 
 
 def build_teacher_app(logic: TeacherLogic, ready_file: Path | None = None) -> faust.App:
@@ -24,16 +55,21 @@ def build_teacher_app(logic: TeacherLogic, ready_file: Path | None = None) -> fa
     settings = logic.settings
     app = make_app(settings, "teacher")
     runtime = WorkerRuntime(settings, logic.metrics, ready_file=ready_file, summary=logic.log_summary)
-    topics = {name: raw_topic(app, name) for name in (PREDICTIONS, LABELS, DEAD_LETTER)}
-
-    async def send(topic: str, key: bytes | None, value: bytes) -> None:
-        await topics[topic].send(key=key, value=value)
+    send = DeliveredSend({name: raw_topic(app, name) for name in (PREDICTIONS, LABELS, DEAD_LETTER)})
 
     @app.agent(raw_topic(app, ESCALATIONS), name="teacher")
     async def teacher_agent(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.teacher_batch_size, within=settings.teacher_max_wait):
-            await logic.answer([Incoming(ev.message.value, ev.message.topic, ev.message.partition,
-                                         ev.message.offset) for ev in batch], send)
+            try:
+                await logic.answer([Incoming(ev.message.value, ev.message.topic, ev.message.partition,
+                                             ev.message.offset) for ev in batch], send)
+                await send.delivered()
+            except Exception:
+                # Faust would ack the batch's events once this generator is closed, and then commit them:
+                # leave now, before any of that, so they are processed again after a restart.
+                log.exception("a batch of %d escalations was not answered and delivered; exiting with status %d "
+                              "without committing it", len(batch), EXIT_BATCH_FAILED)
+                os._exit(EXIT_BATCH_FAILED)
 
     @app.task
     async def background() -> None:
