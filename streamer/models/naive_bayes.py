@@ -1,5 +1,8 @@
 """Text classification students: bag-of-words into River's multinomial naive Bayes.
 
+Words and bigrams are folded into a fixed number of hashed buckets before the model sees
+them, so a student's memory is bounded however long the stream.
+
 >>> s = NaiveBayesStudent("nb")
 >>> s.predict("a warm, funny film")
 (None, 0.0)
@@ -16,7 +19,7 @@ from typing import Any
 
 from river import base, compose, feature_extraction, naive_bayes
 
-from streamer.models.student import BaseStudent, most_probable
+from streamer.models.student import BaseStudent, hashed, most_probable
 
 
 def present(counts: dict[Any, float]) -> dict[Any, int]:
@@ -24,23 +27,29 @@ def present(counts: dict[Any, float]) -> dict[Any, int]:
     return dict.fromkeys(counts, 1)
 
 
+def bucketed(counts: dict[Any, float]) -> dict[int, float]:
+    """Hashed features: memory bounded by :data:`~streamer.models.student.FEATURE_BUCKETS`."""
+    return hashed({str(name): value for name, value in counts.items()})
+
+
 def _word_counts() -> base.Classifier:
     """Lower-cased word counts into multinomial naive Bayes, alpha 1."""
     features = feature_extraction.BagOfWords(on="text", lowercase=True, strip_accents=False)
-    return compose.Pipeline(features, naive_bayes.MultinomialNB(alpha=1.0))
+    return compose.Pipeline(features, compose.FuncTransformer(bucketed), naive_bayes.MultinomialNB(alpha=1.0))
 
 
 def _word_and_bigram_counts() -> base.Classifier:
     """The same with word bigrams added."""
     features = feature_extraction.BagOfWords(on="text", lowercase=True, strip_accents=False, ngram_range=(1, 2))
-    return compose.Pipeline(features, naive_bayes.MultinomialNB(alpha=1.0))
+    return compose.Pipeline(features, compose.FuncTransformer(bucketed), naive_bayes.MultinomialNB(alpha=1.0))
 
 
 def _binary_words_and_bigrams() -> base.Classifier:
     """Word unigrams and bigrams, accents stripped, counted once each, alpha 2 (less over-confident on short
     texts: it saves more teacher calls at high targets)."""
     features = feature_extraction.BagOfWords(on="text", lowercase=True, strip_accents=True, ngram_range=(1, 2))
-    return compose.Pipeline(features, compose.FuncTransformer(present), naive_bayes.MultinomialNB(alpha=2.0))
+    return compose.Pipeline(features, compose.FuncTransformer(present), compose.FuncTransformer(bucketed),
+                            naive_bayes.MultinomialNB(alpha=2.0))
 
 
 #: The text pipeline of each naive Bayes student kind.

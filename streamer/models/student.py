@@ -17,6 +17,7 @@ tasks (:mod:`streamer.tasks`), and ``tests/test_student_contract.py`` checks eve
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -81,3 +82,21 @@ def most_probable(joint_log_likelihood: Mapping[str, float]) -> tuple[str | None
     label = max(joint_log_likelihood, key=joint_log_likelihood.__getitem__)
     best = joint_log_likelihood[label]
     return label, 1.0 / sum(math.exp(v - best) for v in joint_log_likelihood.values())
+
+
+#: Feature buckets of every student: memory stays bounded however many distinct words a stream brings.
+FEATURE_BUCKETS = 2**20
+
+
+def hashed(features: Mapping[str, float]) -> dict[int, float]:
+    """Features folded into :data:`FEATURE_BUCKETS` buckets by CRC-32 (stable across processes, unlike ``hash``).
+
+    >>> hashed({"w=paris": 1, "w=rome": 1}) == {zlib.crc32(b"w=paris") % FEATURE_BUCKETS: 1,
+    ...                                           zlib.crc32(b"w=rome") % FEATURE_BUCKETS: 1}
+    True
+    """
+    out: dict[int, float] = {}
+    for name, value in features.items():
+        bucket = zlib.crc32(name.encode()) % FEATURE_BUCKETS
+        out[bucket] = out.get(bucket, 0) + value
+    return out

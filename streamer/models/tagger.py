@@ -18,7 +18,7 @@ from typing import Any
 from river import naive_bayes
 
 from streamer.models.bio import OUTSIDE
-from streamer.models.student import BaseStudent, most_probable
+from streamer.models.student import BaseStudent, hashed, most_probable
 
 
 def word_shape(token: str) -> str:
@@ -70,10 +70,16 @@ class NERStudent(BaseStudent):
     def __init__(self, binary: bool = False) -> None:
         super().__init__("ner-binary" if binary else "ner", naive_bayes.MultinomialNB(alpha=0.5))
         self.binary = binary
+        self.hashed = True  # students restored from before hashing (no such attribute) keep plain feature names
+
+    def features(self, tokens: list[str], i: int) -> dict[Any, int] | dict[Any, float]:
+        """Token ``i``'s features, hashed into bounded buckets."""
+        feats = token_features(tokens, i)
+        return hashed(feats) if getattr(self, "hashed", False) else feats
 
     def tag(self, tokens: list[str]) -> list[tuple[str, float]]:
         """The most probable tag of each token and its probability."""
-        return [most_probable(self.model.joint_log_likelihood(token_features(tokens, i)))  # type: ignore[misc]
+        return [most_probable(self.model.joint_log_likelihood(self.features(tokens, i)))  # type: ignore[misc]
                 for i in range(len(tokens))]
 
     def predict(self, text: str) -> tuple[str | None, float]:
@@ -91,7 +97,7 @@ class NERStudent(BaseStudent):
         if len(tokens) != len(tags):
             raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
         for i, tag in enumerate(tags):
-            self.model.learn_one(token_features(tokens, i), tag)
+            self.model.learn_one(self.features(tokens, i), tag)
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "binary": self.binary}
+        return {**super().state(), "binary": self.binary, "hashed": getattr(self, "hashed", False)}
