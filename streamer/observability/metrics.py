@@ -34,6 +34,8 @@ class WorkerMetrics:
         self.escalations = Counter("streamer_escalations", "Events sent to the teacher, by reason "
                                    "(warmup, low_confidence, audit)", ["reason"], registry=r)
         self.labels_learned = Counter("streamer_labels_learned", "Teacher labels the student learned", registry=r)
+        self.labels_rejected = Counter("streamer_labels_rejected", "Labels the student did not learn, by reason "
+                                       "(malformed, unauthenticated, processing_error)", ["reason"], registry=r)
         self.dead_letters = Counter("streamer_dead_letters", "Records sent to dead-letter, by source topic and reason",
                                     ["topic", "reason"], registry=r)
         self.threshold = Gauge("streamer_threshold", "Current confidence threshold of the student", registry=r)

@@ -17,21 +17,31 @@ collecting ``send``:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
+
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from streamer.observability.metrics import WorkerMetrics
 from streamer.records import (ESCALATIONS, EVENTS, LABELS, PREDICTIONS, Catalogue, Rejection, decode, encode,
                               escalation, student_prediction)
+from streamer.records.signing import sign, verify
 from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import Triage, build_triage, triage_config
-from streamer.triage.checkpoint import Checkpoint, lock_checkpoint, read_checkpoint, write_checkpoint
+from streamer.triage.checkpoint import (Checkpoint, lock_checkpoint, read_checkpoint, serialize_checkpoint,
+                                        write_checkpoint_bytes)
 from streamer.triage.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP
 from streamer.workers.runtime import Send, send_dead_letter
 
 log = logging.getLogger(__name__)
+
+#: Ids of the most recent labels remembered, so a label the teacher publishes again (after a crash between
+#: publishing and committing) is learned once.
+LEARNED_IDS_KEPT = 100_000
 
 
 class StudentState:
@@ -43,6 +53,7 @@ class StudentState:
     def __init__(self, settings: Settings, triage: Triage | None = None) -> None:
         self.settings = settings
         self.label_offsets: dict[int, int] = {}
+        self.learned_ids: OrderedDict[str, None] = OrderedDict()
         if triage is None:
             self.lock = lock_checkpoint(settings.student_checkpoint)
             triage = self._restore()
@@ -52,10 +63,11 @@ class StudentState:
 
     def _restore(self) -> Triage | None:
         settings = self.settings
-        checkpoint = read_checkpoint(settings.student_checkpoint)
+        checkpoint = read_checkpoint(settings.student_checkpoint, trust_legacy=settings.trust_legacy_checkpoint)
         if checkpoint is None:
             return None
         triage, self.label_offsets = checkpoint.triage, checkpoint.label_offsets
+        self.learned_ids = OrderedDict.fromkeys(checkpoint.learned_ids)
         if checkpoint.config != triage_config(settings):
             fresh = build_triage(settings)
             if triage.student.kind != settings.student_kind:
@@ -72,13 +84,39 @@ class StudentState:
                  checkpoint.label_offsets)
         return triage
 
-    def checkpoint(self, why: str) -> None:
-        started = time.perf_counter()
-        size = write_checkpoint(self.settings.student_checkpoint,
-                                Checkpoint(self.triage, dict(self.label_offsets), triage_config(self.settings)))
-        log.info("checkpoint written (%s): %s, %d labels learned, %.1f kB in %.0f ms", why,
-                 self.settings.student_checkpoint, self.triage.student.version, size / 1e3,
+    def remember(self, label_id: str) -> bool:
+        """Note a label's event id; ``False`` when it was learned already (among the last ones kept)."""
+        if label_id in self.learned_ids:
+            return False
+        self.learned_ids[label_id] = None
+        if len(self.learned_ids) > LEARNED_IDS_KEPT:
+            self.learned_ids.popitem(last=False)
+        return True
+
+    def _serialize(self) -> bytes:
+        return serialize_checkpoint(Checkpoint(self.triage, dict(self.label_offsets), triage_config(self.settings),
+                                               learned_ids=list(self.learned_ids)))
+
+    def _written(self, why: str, size: int, pickled_ms: float, started: float) -> None:
+        log.info("checkpoint written (%s): %s, %d labels learned, %.1f kB; %.0f ms on the event loop, %.0f ms in "
+                 "all", why, self.settings.student_checkpoint, self.triage.student.version, size / 1e3, pickled_ms,
                  1e3 * (time.perf_counter() - started))
+
+    def checkpoint(self, why: str) -> None:
+        """Write the checkpoint now, blocking (shutdown, broker lost)."""
+        started = time.perf_counter()
+        body = self._serialize()
+        pickled_ms = 1e3 * (time.perf_counter() - started)
+        self._written(why, write_checkpoint_bytes(self.settings.student_checkpoint, body), pickled_ms, started)
+
+    async def checkpoint_in_background(self, why: str) -> None:
+        """Write the checkpoint with only the snapshot (pickling) on the event loop; the file work runs in a
+        thread, so heartbeats and the hot path keep going."""
+        started = time.perf_counter()
+        body = self._serialize()
+        pickled_ms = 1e3 * (time.perf_counter() - started)
+        size = await asyncio.to_thread(write_checkpoint_bytes, self.settings.student_checkpoint, body)
+        self._written(why, size, pickled_ms, started)
 
 
 class StudentLogic:
@@ -98,45 +136,87 @@ class StudentLogic:
         self._escalated = {reason: self.metrics.escalations.labels(reason=reason)
                            for reason in (REASON_WARMUP, REASON_LOW_CONFIDENCE, REASON_AUDIT)}
         self.events_spec, self.labels_spec = catalogue[EVENTS], catalogue[LABELS]
+        self._label_key = settings.label_key.encode() if settings.label_key else None
+        rate = self.triage.policy.audit_rate
+        self._max_weight = 1.0 / rate if rate > 0 else 1.0
 
     async def handle_event(self, value: bytes | None, topic: str, partition: int, offset: int,
                            timestamp_ms: int, send: Send) -> None:
-        """Route one ``events`` record: a prediction, an escalation, or a dead letter."""
+        """Route one ``events`` record: a prediction, an escalation, or a dead letter.
+
+        Any failure on this record alone (decoding, the student, encoding, a record too large to produce) sends it
+        to ``dead-letter`` with the reason and the exception type; the worker carries on.
+        """
         event = decode(value, self.events_spec, self.settings.max_text_bytes)
         if isinstance(event, Rejection):
             await send_dead_letter(self.metrics, send, value, event, topic, partition, offset)
             return
+        try:
+            out_topic, record = self._decide(event, timestamp_ms)
+            await send(out_topic, event["id"].encode(), encode(record))
+        except Exception as exc:
+            if isinstance(exc, KafkaError) and not isinstance(exc, MessageSizeTooLargeError):
+                raise  # the broker, not this record: the worker's own recovery handles it
+            log.warning("event %s/%d@%d failed (%r): dead-lettered", topic, partition, offset, exc)
+            self.state.pending.pop(event["id"], None)
+            await send_dead_letter(self.metrics, send, value, Rejection.from_exception("processing_error", exc),
+                                   topic, partition, offset)
+            return
+        if out_topic == PREDICTIONS:
+            self._answered.inc()
+            self._answer_latency.observe(max(record["decided_time"] - timestamp_ms, 0) / 1e3)
+        else:
+            self._escalated[record["reason"]].inc()
+
+    def _decide(self, event: dict[str, Any], timestamp_ms: int) -> tuple[str, dict[str, Any]]:
+        """Where one valid event goes and the record it gets there (a pending provisional answer is noted)."""
         triage = self.triage
         self.metrics.events.inc()
         route = triage.route(event["text"])
-        key = event["id"].encode()
-        if route.escalate:
-            self._escalated[route.reason].inc()
-            await send(ESCALATIONS, key, encode(escalation(event, route.reason, route.label, route.confidence,
-                                                           triage.student.version, route.threshold, route.weight,
-                                                           timestamp_ms)))
-            if self.settings.teacher_timeout > 0 and route.label is not None:
-                answer = self.task.enrich(student_prediction(event, route.label, route.confidence,
-                                                             triage.student.version, route.threshold, timestamp_ms,
-                                                             provisional=True), event["text"])
-                self.state.pending[event["id"]] = (time.monotonic() + self.settings.teacher_timeout, answer)
-        else:
-            record = self.task.enrich(student_prediction(event, route.label, route.confidence, triage.student.version,
-                                                         route.threshold, timestamp_ms), event["text"])
-            await send(PREDICTIONS, key, encode(record))
-            self._answered.inc()
-            self._answer_latency.observe(max(record["decided_time"] - timestamp_ms, 0) / 1e3)
+        if not route.escalate:
+            return PREDICTIONS, self.task.enrich(student_prediction(
+                event, route.label, route.confidence, triage.student.version, route.threshold, timestamp_ms),
+                event["text"])
+        record = escalation(event, route.reason, route.label, route.confidence, triage.student.version,
+                            route.threshold, route.weight, timestamp_ms)
+        if self._label_key is not None:
+            record["signature"] = sign(self._label_key, record)
+        if self.settings.teacher_timeout > 0 and route.label is not None:
+            answer = self.task.enrich(student_prediction(event, route.label, route.confidence, triage.student.version,
+                                                         route.threshold, timestamp_ms, provisional=True),
+                                      event["text"])
+            self.state.pending[event["id"]] = (time.monotonic() + self.settings.teacher_timeout, answer)
+        return ESCALATIONS, record
 
-    async def learn_label(self, value: bytes | None, topic: str, partition: int, offset: int, send: Send) -> None:
-        """Learn one ``labels`` record (or dead-letter it)."""
+    async def learn_label(self, value: bytes | None, topic: str, partition: int, offset: int, send: Send,
+                          *, report: bool = True) -> None:
+        """Learn one ``labels`` record, or reject it: malformed, unsigned or wrongly signed while a label key is
+        set. A rejected label is dead-lettered when ``report`` (every student reads every label, so only one of
+        them reports it). A label's weight is bounded to what the policy produces (1 to 1/audit rate), and a
+        label whose event was learned already is skipped."""
         record = decode(value, self.labels_spec, self.settings.max_text_bytes)
+        if not isinstance(record, Rejection) and self._label_key is not None and not verify(self._label_key, record):
+            record = Rejection("unauthenticated", "the label carries no valid signature of the escalation it answers "
+                                                  "(STREAMER_LABEL_KEY is set)")
         if isinstance(record, Rejection):
-            await send_dead_letter(self.metrics, send, value, record, topic, partition, offset)
+            self.metrics.labels_rejected.labels(reason=record.reason).inc()
+            if report:
+                await send_dead_letter(self.metrics, send, value, record, topic, partition, offset)
             return
-        self.triage.learn(record["text"], record["label"], student_label=record["student_label"],
-                          student_confidence=record["student_confidence"], weight=record["weight"],
-                          reason=record["reason"])
         self.state.pending.pop(record["id"], None)
+        if not self.state.remember(record["id"]):
+            return
+        weight = min(max(record["weight"], 1.0), self._max_weight)
+        try:
+            self.triage.learn(record["text"], record["label"], student_label=record["student_label"],
+                              student_confidence=record["student_confidence"], weight=weight,
+                              reason=record["reason"])
+        except ValueError as exc:  # a label the student cannot learn (NER: tags and tokens differ in number)
+            self.metrics.labels_rejected.labels(reason="processing_error").inc()
+            if report:
+                await send_dead_letter(self.metrics, send, value, Rejection.from_exception("processing_error", exc),
+                                       topic, partition, offset)
+            return
         self.metrics.labels_learned.inc()
 
     async def publish_provisional(self, send: Send, now: float | None = None) -> int:

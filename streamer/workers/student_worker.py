@@ -12,6 +12,12 @@ route each event, hand each record to the producer, and commit a partition's off
 only once every record produced for the events before it has been acknowledged
 (at-least-once). Measured on 2 cores: 21k events/s for this loop against 5.2k through
 a Faust agent with the same student (``streamer bench``; README, Speed).
+
+Workers join and leave mid-stream without answering an event twice: a batch, a commit
+and a rebalance never interleave (one lock), a revoked partition's processed offsets are
+committed before it moves, records fetched before a rebalance are dropped (their new
+owner, or this worker from its committed offset, reads them again), and a commit that
+fails because the group moved on is logged, not fatal.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from streamer.kafka.clients import KafkaClients
 from streamer.records import EVENTS, LABELS
@@ -34,6 +41,8 @@ log = logging.getLogger(__name__)
 GROUP_ID = "babybear-student"
 COMMIT_INTERVAL = 1.0
 GAUGE_INTERVAL = 1.0
+#: How often the worker looks for new ``labels`` partitions and for missing topics (seconds).
+TOPIC_CHECK_INTERVAL = 10.0
 
 
 class StudentWorker:
@@ -48,49 +57,89 @@ class StudentWorker:
         self._processed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._acks: list[asyncio.Future[Any]] = []
+        self._assigned: set[TopicPartition] = set()
+        self._generation = 0  # counts assignments: a batch fetched under an older one is dropped
+        self._lock = asyncio.Lock()  # a batch, a commit and a rebalance never interleave
+        self._events_partitions = 0
+
+    def reports_label(self, partition: int) -> bool:
+        """Whether this worker reports a bad record of ``labels`` partition ``partition`` on ``dead-letter``:
+        every worker reads every label, so only the one holding the ``events`` partition of the same number
+        (modulo the count) does."""
+        events = sorted(tp.partition for tp in self._assigned)
+        count = self._events_partitions or 1
+        return partition % count in events
 
     async def follow_labels(self, send: Send) -> None:
-        """Read every partition of ``labels`` after the checkpoint (from the start without one); learn each."""
+        """Read every partition of ``labels`` after the checkpoint (from the start without one) and learn each
+        label; partitions added to the topic later are followed too, and a missing topic is waited for."""
         consumer = self.clients.consumer()
         await consumer.start()
+        offsets = self.logic.state.label_offsets
+        followed: set[TopicPartition] = set()
         try:
-            partitions = consumer.partitions_for_topic(LABELS) or set()
-            if not partitions:
-                await consumer.topics()
-                partitions = consumer.partitions_for_topic(LABELS) or set()
-            tps = [TopicPartition(LABELS, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            offsets = self.logic.state.label_offsets
-            for tp in tps:
-                if tp.partition in offsets:
-                    consumer.seek(tp, offsets[tp.partition])
-                else:
-                    await consumer.seek_to_beginning(tp)
-            log.info("following all %d partitions of %s from offsets %s", len(tps), LABELS,
-                     {p: offsets.get(p, 0) for p in sorted(partitions)})
             while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
-                for tp, messages in batches.items():
-                    for m in messages:
-                        await self.logic.learn_label(m.value, tp.topic, tp.partition, m.offset, send)
-                        offsets[tp.partition] = m.offset + 1
+                new = await self._new_label_partitions(consumer, followed)
+                if new:
+                    followed |= new
+                    consumer.assign(sorted(followed))
+                    for tp in new:
+                        if tp.partition in offsets:
+                            consumer.seek(tp, offsets[tp.partition])
+                        else:
+                            await consumer.seek_to_beginning(tp)
+                    log.info("following %d partitions of %s from offsets %s", len(followed), LABELS,
+                             {tp.partition: offsets.get(tp.partition, 0) for tp in sorted(followed)})
+                if not followed:
+                    await asyncio.sleep(TOPIC_CHECK_INTERVAL)
+                    continue
+                deadline = time.monotonic() + TOPIC_CHECK_INTERVAL
+                while time.monotonic() < deadline:
+                    batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+                    for tp, messages in batches.items():
+                        for m in messages:
+                            await self.logic.learn_label(m.value, tp.topic, tp.partition, m.offset, send,
+                                                         report=self.reports_label(tp.partition))
+                            offsets[tp.partition] = m.offset + 1
         finally:
             await consumer.stop()
 
+    async def _new_label_partitions(self, consumer: AIOKafkaConsumer,
+                                    followed: set[TopicPartition]) -> set[TopicPartition]:
+        cluster = await consumer._client.fetch_all_metadata()  # fresh metadata, without auto-creating the topic
+        labels = cluster.partitions_for_topic(LABELS) or set()
+        self._events_partitions = len(cluster.partitions_for_topic(EVENTS) or ())
+        for topic, found in ((LABELS, labels), (EVENTS, self._events_partitions)):
+            if not found:
+                log.warning("topic %s does not exist on %s yet: waiting for it (create the topics with `streamer "
+                            "topics create`)%s", topic, self.settings.broker_url,
+                            "; until then this student learns nothing" if topic == LABELS else "")
+        return {TopicPartition(LABELS, p) for p in labels} - followed
+
     async def commit(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition] | None = None) -> None:
-        """Commit processed offsets once every record produced so far is acknowledged by the broker."""
-        assigned = consumer.assignment()
+        """Commit processed offsets once every record produced so far is acknowledged by the broker.
+
+        Call it holding ``self._lock``. A commit refused because the group rebalanced is logged: those events'
+        new owner reads them again from the last commit that went through.
+        """
         offsets = {tp: o for tp, o in self._processed.items()
-                   if tp in assigned and (partitions is None or tp in partitions) and self._committed.get(tp) != o}
+                   if tp in self._assigned and (partitions is None or tp in partitions)
+                   and self._committed.get(tp) != o}
         acks, self._acks = self._acks, []
         try:
             await asyncio.gather(*acks)
         except Exception:
             self._processed.clear()  # a record was not delivered: commit nothing more, reprocess after restart
             raise
-        if offsets:
+        if not offsets:
+            return
+        try:
             await consumer.commit(offsets)
-            self._committed.update(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("commit of %s refused after a rebalance (%s): those events are read again by their owner",
+                        {f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()}, exc)
+            return
+        self._committed.update(offsets)
 
     def lags(self, consumer: AIOKafkaConsumer) -> list[tuple[str, int, int]]:
         out = []
@@ -99,6 +148,14 @@ class StudentWorker:
             if highwater is not None:
                 out.append((tp.topic, tp.partition, highwater - self._committed.get(tp, 0)))
         return out
+
+    async def _handle(self, batches: dict[TopicPartition, list[Any]], send: Send) -> None:
+        for tp, messages in batches.items():
+            if tp not in self._assigned:
+                continue  # revoked: its new owner reads these
+            for m in messages:
+                await self.logic.handle_event(m.value, tp.topic, tp.partition, m.offset, m.timestamp, send)
+                self._processed[tp] = m.offset + 1
 
     async def run(self) -> int:
         """Consume ``events`` until SIGTERM or Ctrl-C, then commit, checkpoint and stop; returns the exit status."""
@@ -116,7 +173,8 @@ class StudentWorker:
 
         timers: dict[str, tuple[float, Any]] = {"gauges": (GAUGE_INTERVAL, gauges)}
         if settings.checkpoint_interval > 0:
-            timers["checkpoint"] = (settings.checkpoint_interval, lambda: logic.state.checkpoint("periodic"))
+            timers["checkpoint"] = (settings.checkpoint_interval,
+                                    lambda: logic.state.checkpoint_in_background("periodic"))
         if settings.teacher_timeout > 0:
             timers["provisional"] = (min(settings.teacher_timeout / 2, 1.0), lambda: logic.publish_provisional(send))
 
@@ -133,20 +191,21 @@ class StudentWorker:
                     if task.done() and task.exception() is not None:
                         raise RuntimeError(f"student task {task.get_name()} failed") from task.exception()
                 batches = await consumer.getmany(timeout_ms=100, max_records=settings.student_batch_size)
-                for tp, messages in batches.items():
-                    for m in messages:
-                        await logic.handle_event(m.value, tp.topic, tp.partition, m.offset, m.timestamp, send)
-                    self._processed[tp] = messages[-1].offset + 1
-                if time.monotonic() - last_commit >= COMMIT_INTERVAL:
-                    await self.commit(consumer)
-                    last_commit = time.monotonic()
+                generation = self._generation
+                async with self._lock:
+                    if generation == self._generation:  # else a rebalance came between: positions were reset
+                        await self._handle(batches, send)
+                    if time.monotonic() - last_commit >= COMMIT_INTERVAL:
+                        await self.commit(consumer)
+                        last_commit = time.monotonic()
         finally:
             log.info("shutting down: stopped consuming; committing, writing the checkpoint, flushing")
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
-                await self.commit(consumer)
+                async with self._lock:
+                    await self.commit(consumer)
             except Exception as exc:  # noqa: BLE001 - uncommitted events are processed again after restart
                 log.warning("final commit failed (%r): the last events will be processed again", exc)
             logic.state.checkpoint("shutdown")
@@ -163,10 +222,18 @@ class _Rebalance(ConsumerRebalanceListener):
         self.worker, self.consumer = worker, consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        if revoked:
-            await self.worker.commit(self.consumer, set(revoked))
+        worker = self.worker
+        async with worker._lock:
+            worker._generation += 1
+            if revoked:
+                await worker.commit(self.consumer, set(revoked))
+            worker._assigned -= set(revoked)
             for tp in revoked:
-                self.worker._processed.pop(tp, None)
+                worker._processed.pop(tp, None)
+                worker._committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.worker._lock:
+            self.worker._generation += 1
+            self.worker._assigned = set(assigned)
         self.worker.runtime.partitions_assigned(assigned)

@@ -1,0 +1,185 @@
+"""Bad records, forged labels, replayed labels and unsafe checkpoints, in process (the chaos test runs them on
+the broker): each is dead-lettered, bounded, ignored or refused, and the worker carries on."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streamer.models.naive_bayes import NaiveBayesStudent
+from streamer.models.student import FEATURE_BUCKETS
+from streamer.records import Catalogue, Rejection, dead_letter, encode
+from streamer.records.signing import sign
+from streamer.settings import Settings
+from streamer.triage import build_triage, triage_config
+from streamer.triage.checkpoint import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
+from streamer.workers.student_logic import StudentLogic
+
+TRAINING = [("wonderful moving film", "fresh"), ("tedious awful mess", "rotten")] * 20
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, dict]] = []
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, key, orjson.loads(value)))
+
+
+def student(tmp_path: Path, **options) -> StudentLogic:
+    settings = Settings(data_dir=tmp_path, warmup_labels=0, **{"policy": "online", "audit_rate": 0.05, **options})
+    logic = StudentLogic(settings, Catalogue.load(), triage=build_triage(settings))
+    for text, label in TRAINING:
+        logic.triage.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
+    return logic
+
+
+def label(esc: dict, value: str, **changes) -> bytes:
+    record = {"id": esc["id"], "text": esc["text"], "label": value, "teacher_version": "t", "reason": esc["reason"],
+              "student_label": esc["student_label"], "student_confidence": esc["student_confidence"],
+              "weight": esc["weight"], "labelled_time": 1, **changes}
+    if "signature" in esc and "signature" not in changes:
+        record["signature"] = esc["signature"]
+    return orjson.dumps(record)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def escalate(logic: StudentLogic, event_id: str, text: str = "wonderful mess") -> dict:
+    send = Collector()
+    run(logic.handle_event(orjson.dumps({"id": event_id, "text": text}), "events", 0, 0, 1, send))
+    [(topic, _, record)] = send.sent
+    assert topic == "escalations"
+    return record
+
+
+def test_dead_letters_are_bounded_whatever_the_input():
+    value = os.urandom(2_000_000)
+    record = dead_letter(value, Rejection("too_large", "x" * 10_000), "labels", 3, 9)
+    assert len(encode(record)) < 200_000 < 1 << 20
+    assert record["value_bytes"] == 2_000_000 and record["value_truncated"] is True
+    assert record["value_sha256"] == hashlib.sha256(value).hexdigest() and len(record["error"]) == 2000
+    assert Catalogue.load()["dead-letter"].validate(record) is None
+
+
+def test_an_event_the_student_fails_on_is_dead_lettered_and_the_next_one_is_answered(tmp_path):
+    logic = student(tmp_path, threshold=0.5, policy="fixed")
+
+    class Broken(NaiveBayesStudent):
+        def predict(self, text):
+            if "boom" in text:
+                raise ZeroDivisionError("the model broke")
+            return super().predict(text)
+
+    broken = Broken()
+    broken.model, broken.version = logic.triage.student.model, logic.triage.student.version
+    logic.triage.student = broken
+    send = Collector()
+    for offset, text in enumerate(["boom film", "wonderful film"]):
+        run(logic.handle_event(orjson.dumps({"id": str(offset), "text": text}), "events", 1, offset, 1, send))
+    (t1, k1, dead), (t2, _, answer) = send.sent
+    assert (t1, k1, dead["reason"], dead["exception"]) == ("dead-letter", b"events/1/0", "processing_error",
+                                                           "ZeroDivisionError")
+    assert t2 == "predictions" and answer["label"] == "fresh" and answer["final"] is True
+
+
+def test_with_a_label_key_escalations_are_signed_and_only_signed_labels_are_learned(tmp_path):
+    logic = student(tmp_path, label_key="secret", threshold=1.0)
+    esc = escalate(logic, "a")
+    assert esc["signature"] == sign(b"secret", esc)
+    version = logic.triage.student.version
+    send = Collector()
+    forged = label(esc, "rotten", weight=1e300, student_confidence=0.01)  # signature no longer matches
+    unsigned = label({k: v for k, v in esc.items() if k != "signature"}, "rotten")
+    run(logic.learn_label(forged, "labels", 2, 5, send))
+    run(logic.learn_label(unsigned, "labels", 2, 6, send, report=False))  # another worker reports this one
+    assert logic.triage.student.version == version
+    assert [(t, r["reason"]) for t, _, r in send.sent] == [("dead-letter", "unauthenticated")]
+    run(logic.learn_label(label(esc, "rotten"), "labels", 2, 7, send))
+    assert logic.triage.student.version == version + 1
+
+
+def test_without_a_key_a_forged_weight_is_bounded_and_a_replayed_label_is_learned_once(tmp_path):
+    logic = student(tmp_path, threshold=1.0)
+    esc = escalate(logic, "b")
+    version = logic.triage.student.version
+    send = Collector()
+    for offset in (1, 2):  # the teacher published the same label twice (a crash before its commit)
+        run(logic.learn_label(label(esc, "rotten", weight=1e300, student_confidence=0.01), "labels", 0, offset, send))
+    assert logic.triage.student.version == version + 1 and send.sent == []
+    assert max(w for _, _, w in logic.triage.policy.labelled) == pytest.approx(1 / 0.05)
+
+
+def test_predictions_say_whether_they_are_final(tmp_path):
+    logic = student(tmp_path, teacher_timeout=5.0, threshold=1.0)
+    escalate(logic, "c")
+    send = Collector()
+    run(logic.publish_provisional(send, now=10**9))
+    [(_, _, provisional)] = send.sent
+    assert provisional["final"] is False and provisional["provisional"] is True
+
+
+def checkpointed(tmp_path: Path) -> Path:
+    settings = Settings(data_dir=tmp_path)
+    triage = build_triage(settings)
+    triage.learn("fine", "pos", student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
+    path = tmp_path / "ckpt" / "student.ckpt"
+    write_checkpoint(path, Checkpoint(triage, {0: 1}, triage_config(settings), learned_ids=["x"]))
+    return path
+
+
+def test_checkpoints_are_private_authenticated_and_refused_when_tampered(tmp_path):
+    path = checkpointed(tmp_path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct((path.parent / "checkpoint.key").stat().st_mode & 0o777) == "0o600"
+    assert read_checkpoint(path).learned_ids == ["x"]
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="fails authentication"):
+        read_checkpoint(path)
+
+
+def test_a_planted_pickle_is_never_unpickled(tmp_path):
+    import pickle
+
+    path = checkpointed(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path.write_bytes(pickle.dumps({"format": 2, "triage": Payload()}))
+    with pytest.raises(CheckpointError, match="written before checkpoints were authenticated"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_checkpoints_are_not_written_or_read_through_symbolic_links(tmp_path):
+    path = checkpointed(tmp_path)
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    link = path.with_name("linked.ckpt")
+    link.symlink_to(target)
+    with pytest.raises(CheckpointError, match="not a symbolic link"):
+        read_checkpoint(link)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.symlink_to(target)  # a link planted where the next write goes first
+    write_checkpoint(path, read_checkpoint(path))
+    assert target.read_bytes() == b"keep" and read_checkpoint(path) is not None
+
+
+def test_student_memory_is_bounded_by_hashed_features():
+    s = NaiveBayesStudent("nb")
+    for i in range(3000):
+        s.learn(" ".join(f"w{i}x{j}" for j in range(30)), "a" if i % 2 else "b")
+    features = s.model["MultinomialNB"].feature_counts
+    assert 0 < len(features) <= FEATURE_BUCKETS and all(isinstance(f, int) for f in features)
