@@ -7,7 +7,11 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -363,7 +367,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     teacher_model = ensure_teacher(settings, name)
     labels = evaluate.teacher_labels(teacher_model, examples, Path(settings.data_dir) / "cache",
                                      device=settings.teacher_device, max_length=settings.teacher_max_length,
-                                     task=settings.task)
+                                     task=settings.task, teacher_class=settings.teacher_class)
     results = []
     for kind in task.evaluation_students(settings.student):
         chosen = settings.replace(student=kind)
@@ -388,6 +392,39 @@ COMMANDS = {"broker": cmd_broker, "topics": cmd_topics, "worker": cmd_worker, "p
             "evaluate": cmd_evaluate, "bench": cmd_bench, "dashboard": cmd_dashboard}
 
 
+#: Exit status after Ctrl-C (SIGINT) and after SIGTERM: 128 + the signal's number, as shells report it.
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+
+class _StopOnSigterm:
+    """SIGTERM stops a command exactly as Ctrl-C does: it goes to whatever handles SIGINT at that moment
+    (Python's KeyboardInterrupt, or ``asyncio.run``'s cancel-then-interrupt), so the same ``finally``
+    blocks stop the broker and the workers. Remembers that it came, for the exit status."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+        on_sigint = signal.getsignal(signal.SIGINT)
+        if callable(on_sigint):
+            on_sigint(signal.SIGINT, frame)
+        else:  # SIGINT ignored (started in the background by a script) or not set from Python
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """The handler for the block's duration (the main thread only can set one; elsewhere a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -396,10 +433,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streamer: invalid setting: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings)
+    # workers handle SIGTERM themselves (commit, checkpoint, flush); every other command stops as on Ctrl-C
+    sigterm = _StopOnSigterm()
     try:
-        return COMMANDS[args.command](settings, args)
+        with sigterm.installed() if args.command != "worker" else nullcontext():
+            return COMMANDS[args.command](settings, args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGTERM if sigterm.received else EXIT_SIGINT
     except Exception as exc:  # noqa: BLE001 - one clear line for the user instead of a traceback
         from streamer.datasets import DatasetError
         from streamer.kafka import BrokerError

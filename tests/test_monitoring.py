@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import http.server
 import json
 import os
 import shutil
@@ -109,16 +112,32 @@ def find_chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-@pytest.mark.integration
-def test_dashboard_shows_live_traffic_in_headless_chromium(tmp_path, quick_teacher, settings):
+def require_chromium() -> tuple[str, str]:
+    """Chromium and chromedriver; skips the test where there are none (fails under STREAMER_REQUIRE_BROWSER)."""
     found = find_chromium()
     if found is None:
         if os.environ.get("STREAMER_REQUIRE_BROWSER"):
             pytest.fail("chromium and chromedriver are required here (apt-get install chromium chromium-driver)")
         pytest.skip("no chromium/chromedriver on this machine (apt-get install chromium chromium-driver)")
+    return found
+
+
+def headless_chromium():
+    """A Selenium driver for headless Chromium (see :func:`require_chromium`)."""
+    found = require_chromium()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(found[1]), options=options)
+
+
+@pytest.mark.integration
+def test_dashboard_shows_live_traffic_in_headless_chromium(tmp_path, quick_teacher, settings):
+    require_chromium()
     workers, ports = start_workers(tmp_path, settings, quick_teacher)
     dash = DashboardThread(Dashboard({"student": f"http://127.0.0.1:{ports['student']}/metrics",
                                       "teacher": f"http://127.0.0.1:{ports['teacher']}/metrics",
@@ -126,11 +145,7 @@ def test_dashboard_shows_live_traffic_in_headless_chromium(tmp_path, quick_teach
                            "127.0.0.1", free_port()).start()
     feeder = threading.Thread(target=stream, args=(settings, 1500), kwargs={"rate": 100})
     feeder.start()
-    options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    driver = headless_chromium()
     try:
         driver.get(dash.url)
         deadline = time.monotonic() + 90
@@ -153,3 +168,61 @@ def test_dashboard_shows_live_traffic_in_headless_chromium(tmp_path, quick_teach
     assert rate > 0 and share > 0, (rate, share)
     assert "unreachable" in ghost and student == "student: up"
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+MARKUP = "<img src=x onerror=window.pwned=1>"
+
+
+class MarkupErrorHandler(http.server.BaseHTTPRequestHandler):
+    """A "worker" whose metrics endpoint fails with markup in its HTTP reason phrase."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(500, MARKUP)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_dashboard_page_puts_no_data_into_the_page_as_markup():
+    page = (Path(__file__).resolve().parent.parent / "streamer/observability/static/dashboard.html").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
+        assert sink not in page, sink
+
+
+def test_dashboard_page_runs_only_its_own_script():
+    dash = DashboardThread(Dashboard({}), "127.0.0.1", free_port()).start()
+    try:
+        with urllib.request.urlopen(dash.url, timeout=5) as resp:
+            policy, page = resp.headers["Content-Security-Policy"], resp.read().decode()
+    finally:
+        dash.stop()
+    script = page.split("<script>")[1].split("</script>")[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    script_src = policy.split("script-src ")[1].split(";")[0]
+    assert script_src == f"'sha256-{digest}'", policy
+
+
+def test_dashboard_shows_a_worker_error_with_markup_as_text_in_headless_chromium():
+    driver = headless_chromium()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), MarkupErrorHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    dash = DashboardThread(Dashboard({"evil": f"http://127.0.0.1:{server.server_port}/metrics"}, interval=0.2),
+                           "127.0.0.1", free_port()).start()
+    try:
+        driver.get(dash.url)
+        deadline, text = time.monotonic() + 30, ""
+        while MARKUP not in text and time.monotonic() < deadline:
+            time.sleep(0.2)  # read in one script: the page rebuilds the list on every poll
+            text = driver.execute_script("return document.getElementById('worker-evil')?.textContent ?? ''")
+        strays = driver.execute_script("return document.querySelectorAll('#workers *:not(span.worker)').length")
+        pwned = driver.execute_script("return window.pwned")
+        polls = driver.execute_script("return window.dashboard.polls")
+    finally:
+        driver.quit()
+        dash.stop()
+        server.shutdown()
+        server.server_close()
+    assert MARKUP in text and text.startswith("evil: unreachable"), text
+    assert strays == 0 and pwned is None  # no element made from the error, no handler ran
+    assert polls > 0  # the page's own script ran under its content security policy

@@ -31,7 +31,7 @@ from streamer.settings import Settings
 from streamer.models.teacher import Teacher
 from streamer.triage import build_triage, triage_config
 from streamer.triage.checkpoint import Checkpoint, write_checkpoint
-from streamer.workers.supervisor import WorkerProcesses
+from streamer.workers.supervisor import WorkerProcesses, shutdown
 
 TEACHER_BATCH_SIZES = (1, 8, 32, 128)
 TEACHER_ONLY_WARMUP = 10**12
@@ -103,23 +103,24 @@ async def count_predictions(settings: Settings, want: int, timeout: float) -> tu
 
 def bench_student_path(settings: Settings, examples: list[Example], events: int, run_dir: Path) -> dict[str, Any]:
     """Events/s through one warm student worker: all events are produced first, then the worker drains them."""
-    path_settings = settings.replace(policy="fixed", threshold=0.0, audit_rate=0.0, warmup_labels=0)
-    with EmbeddedBroker(port=free_port(), log_file=run_dir / "broker-student.log") as broker:
-        path_settings = path_settings.replace(broker=broker.url)
+    broker = EmbeddedBroker(port=free_port(), log_file=run_dir / "broker-student.log")
+    path_settings = settings.replace(policy="fixed", threshold=0.0, audit_rate=0.0, warmup_labels=0,
+                                     broker=broker.url)
+    workers = WorkerProcesses(path_settings, broker.url, "unused", run_dir)
+    try:  # every child starts in here, so the finally stops it (on Ctrl-C and SIGTERM too)
+        broker.start()
         asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), broker.bootstrap,
                                   KafkaClients(path_settings).security()))
         warm_student_checkpoint(path_settings, examples[:2000], run_dir / "student.ckpt")
         values = (orjson.dumps({"id": f"b{i}", "text": examples[i % len(examples)].text}) for i in range(events))
         log(f"  producing {events} events ...")
         asyncio.run(produce(path_settings, EVENTS, values, total=events, progress=False))
-        workers = WorkerProcesses(path_settings, broker.url, "unused", run_dir)
         workers.start("student")
-        try:
-            workers.wait_ready()
-            seen, seconds = asyncio.run(count_predictions(path_settings, events, timeout=max(120.0, events / 500)))
-            memory = workers.peak_memory_mb()
-        finally:
-            workers.stop()
+        workers.wait_ready()
+        seen, seconds = asyncio.run(count_predictions(path_settings, events, timeout=max(120.0, events / 500)))
+        memory = workers.peak_memory_mb()
+    finally:
+        shutdown(workers, broker)
     rate = round(seen / seconds, 1) if seconds else 0.0
     log(f"  student path: {seen}/{events} predictions in {seconds:.1f} s: {rate} events/s")
     return {"events": events, "predictions": seen, "seconds": round(seconds, 2), "events_per_s": rate,

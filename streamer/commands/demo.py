@@ -28,7 +28,7 @@ from streamer.observability.dashboard import Dashboard, DashboardThread
 from streamer.records import EVENTS, PREDICTIONS, Catalogue, create_topics
 from streamer.settings import Settings
 from streamer.tasks import get_task
-from streamer.workers.supervisor import WorkerProcesses
+from streamer.workers.supervisor import WorkerProcesses, shutdown
 
 
 @dataclass
@@ -177,15 +177,16 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
     examples = load_examples(dataset, split="stream", limit=events)
     run_dir = Path(settings.data_dir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    broker = None
-    if not broker_given:
-        broker = EmbeddedBroker(port=free_port(), log_file=run_dir / "broker.log").start()
+    broker = None if broker_given else EmbeddedBroker(port=free_port(), log_file=run_dir / "broker.log")
+    if broker is not None:
         settings = settings.replace(broker=broker.url)
-        print(f"Embedded broker (Tansu, memory-only) on {broker.url}", file=sys.stderr)
     ports = {"student": free_port(), "teacher": free_port()} if dashboard else {}
     workers = WorkerProcesses(settings, settings.broker_url, teacher_model, run_dir, metrics_ports=ports)
     page: DashboardThread | None = None
-    try:
+    try:  # every child starts in here, so the finally stops it (on Ctrl-C and SIGTERM too)
+        if broker is not None:
+            broker.start()
+            print(f"Embedded broker (Tansu, memory-only) on {broker.url}", file=sys.stderr)
         created = asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), settings.bootstrap_servers,
                                             KafkaClients(settings).security()))
         print(f"Topics: {', '.join(f'{k} ({v})' for k, v in created.items())}", file=sys.stderr)
@@ -218,11 +219,9 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
             except KeyboardInterrupt:
                 pass
     finally:
+        shutdown(workers, broker)
         if page is not None:
             page.stop()
-        workers.stop()
-        if broker is not None:
-            broker.stop()
     return report
 
 

@@ -1,7 +1,8 @@
 """Worker processes under supervision: start, wait until ready, crash on purpose, stop cleanly.
 
 The demo, the benchmark and the integration tests run real ``streamer worker`` processes
-through :class:`WorkerProcesses`.
+through :class:`WorkerProcesses`; :func:`shutdown` stops them and the broker so that none
+outlives the command, even when SIGINT or SIGTERM arrives again during the cleanup.
 """
 
 from __future__ import annotations
@@ -10,14 +11,74 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from streamer.settings import Settings
+
+if TYPE_CHECKING:
+    from streamer.kafka import EmbeddedBroker
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SignalHandler = Callable[[int, FrameType | None], None]
 
 
 class WorkerProcessError(RuntimeError):
     """A worker process exited or did not become ready."""
+
+
+@contextmanager
+def stop_signals_call(handler: SignalHandler) -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM call ``handler`` instead of their own handlers (which come back
+    afterwards). Only the main thread can set handlers: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+@contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs (starting a child: a KeyboardInterrupt inside
+    ``Popen`` would lose the child's handle), then deliver them to the usual handlers."""
+    pending: list[int] = []
+    with stop_signals_call(lambda signum, frame: pending.append(signum)):
+        yield
+    for signum in dict.fromkeys(pending):
+        signal.raise_signal(signum)
+
+
+def stop_processes(procs: Iterable[subprocess.Popen | None], timeout: float = 10.0) -> None:
+    """SIGTERM every live process of ``procs``, give them ``timeout`` seconds in all, then SIGKILL the rest.
+
+    Idempotent: processes that already exited are only reaped."""
+    live = [proc for proc in procs if proc is not None]
+    for proc in live:
+        proc.terminate()  # a no-op once it has exited
+    deadline = time.monotonic() + timeout
+    for proc in live:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def kill_processes(procs: Iterable[subprocess.Popen | None]) -> None:
+    """SIGKILL every live process of ``procs`` at once (safe in a signal handler; a no-op for exited ones)."""
+    for proc in procs:
+        if proc is not None:
+            proc.kill()
 
 
 class WorkerProcesses:
@@ -48,8 +109,8 @@ class WorkerProcesses:
             cmd += ["--checkpoint-path", str(self.run_dir / "student.ckpt")]
         if role in self.metrics_ports:
             cmd += ["--metrics-port", str(self.metrics_ports[role])]
-        log = open(self.run_dir / f"{role}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        with open(self.run_dir / f"{role}.log", "ab") as log, stop_signals_deferred():
+            self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
 
     def kill(self, role: str) -> None:
         """SIGKILL ``role`` (a crash: no checkpoint, no commit, no flush)."""
@@ -91,13 +152,21 @@ class WorkerProcesses:
                 raise WorkerProcessError(f"the {role} worker exited with code {proc.returncode}; "
                                 f"see {self.run_dir / (role + '.log')}")
 
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM every worker (they commit, checkpoint and flush), SIGKILL those still running after
+        ``timeout`` seconds. Idempotent."""
+        stop_processes(self.procs.values(), timeout)
+
+
+def shutdown(workers: WorkerProcesses, broker: EmbeddedBroker | None = None) -> None:
+    """Stop ``workers``, then ``broker`` (the workers commit to it on their way out), and leave neither running.
+
+    A SIGINT or SIGTERM during this (a second Ctrl-C, an impatient process manager) SIGKILLs them all at
+    once instead of interrupting the cleanup half-way."""
+    def children() -> list[subprocess.Popen | None]:
+        return [*workers.procs.values(), broker.process if broker is not None else None]
+
+    with stop_signals_call(lambda signum, frame: kill_processes(children())):
+        workers.stop()
+        if broker is not None:
+            broker.stop()
