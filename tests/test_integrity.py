@@ -95,25 +95,35 @@ def test_with_a_label_key_escalations_are_signed_and_only_signed_labels_are_lear
     esc = escalate(logic, "a")
     assert esc["signature"] == sign(b"secret", esc)
     version = logic.triage.student.version
-    send = Collector()
-    forged = label(esc, "rotten", weight=1e300, student_confidence=0.01)  # signature no longer matches
+    forged = label(esc, "rotten", weight=1e300, student_confidence=0.01)  # the signature no longer matches
     unsigned = label({k: v for k, v in esc.items() if k != "signature"}, "rotten")
-    run(logic.learn_label(forged, "labels", 2, 5, send))
-    run(logic.learn_label(unsigned, "labels", 2, 6, send, report=False))  # another worker reports this one
+    assert not logic.learn_label(forged) and not logic.learn_label(unsigned)
     assert logic.triage.student.version == version
-    assert [(t, r["reason"]) for t, _, r in send.sent] == [("dead-letter", "unauthenticated")]
-    run(logic.learn_label(label(esc, "rotten"), "labels", 2, 7, send))
-    assert logic.triage.student.version == version + 1
+    assert logic.metrics.value("streamer_labels_rejected_total", reason="unauthenticated") == 2
+    assert logic.learn_label(label(esc, "rotten")) and logic.triage.student.version == version + 1
+
+
+def test_the_teacher_group_reports_bad_labels_once(tmp_path):
+    from streamer.workers.teacher_logic import Incoming, TeacherLogic
+
+    settings = Settings(data_dir=tmp_path, label_key="secret")
+    esc = escalate(student(tmp_path, label_key="secret", threshold=1.0), "d")
+    teacher = TeacherLogic(settings, Catalogue.load(), teacher=None)  # auditing labels needs no model
+    send = Collector()
+    values = [label(esc, "rotten"), label(esc, "rotten", signature="0" * 64), b"not json"]
+    run(teacher.audit_labels([Incoming(v, "labels", 1, i) for i, v in enumerate(values)], send))
+    assert [(k, r["reason"]) for _, k, r in send.sent] == [(b"labels/1/1", "unauthenticated"),
+                                                            (b"labels/1/2", "invalid_json")]
 
 
 def test_without_a_key_a_forged_weight_is_bounded_and_a_replayed_label_is_learned_once(tmp_path):
     logic = student(tmp_path, threshold=1.0)
     esc = escalate(logic, "b")
     version = logic.triage.student.version
-    send = Collector()
-    for offset in (1, 2):  # the teacher published the same label twice (a crash before its commit)
-        run(logic.learn_label(label(esc, "rotten", weight=1e300, student_confidence=0.01), "labels", 0, offset, send))
-    assert logic.triage.student.version == version + 1 and send.sent == []
+    replayed = label(esc, "rotten", weight=1e300, student_confidence=0.01)
+    assert logic.learn_label(replayed)
+    assert not logic.learn_label(replayed)  # the teacher published it again (a crash before its commit)
+    assert logic.triage.student.version == version + 1
     assert max(w for _, _, w in logic.triage.policy.labelled) == pytest.approx(1 / 0.05)
 
 

@@ -80,7 +80,7 @@ def test_late_escalations_get_a_provisional_answer_until_the_label_arrives(tmp_p
     send = Collector()
 
     async def go() -> int:
-        await worker.learn_label(orjson.dumps(label_b), "labels", 0, 0, send)  # b answered in time
+        worker.learn_label(orjson.dumps(label_b))  # b answered in time
         return await worker.publish_provisional(send, now=10**9)
 
     assert asyncio.run(go()) == 1

@@ -24,6 +24,9 @@ from typing import Any
 
 import orjson
 
+from streamer.records.catalogue import TopicSpec
+from streamer.records.codec import Rejection, decode
+
 #: The fields a signature covers.
 SIGNED_FIELDS = ("id", "text", "reason", "student_label", "student_confidence", "weight")
 
@@ -41,3 +44,16 @@ def verify(key: bytes, record: Mapping[str, Any]) -> bool:
     """Whether ``record`` carries a valid signature of its :data:`SIGNED_FIELDS`."""
     signature = record.get("signature")
     return isinstance(signature, str) and hmac.compare_digest(signature, sign(key, record))
+
+
+def decode_label(value: bytes | None, spec: TopicSpec, max_bytes: int, key: bytes | None) -> dict[str, Any] | Rejection:
+    """A ``labels`` record decoded and, when a ``key`` is set, checked for a valid signature.
+
+    The students learn only what passes; the teacher group reports what does not on ``dead-letter`` (each
+    ``labels`` partition has one owner there, so every bad label is reported once).
+    """
+    record = decode(value, spec, max_bytes)
+    if isinstance(record, Rejection) or key is None or verify(key, record):
+        return record
+    return Rejection("unauthenticated", "the label carries no valid signature of the escalation it answers "
+                                        "(STREAMER_LABEL_KEY is set)")

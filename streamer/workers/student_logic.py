@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from streamer.observability.metrics import WorkerMetrics
 from streamer.records import (ESCALATIONS, EVENTS, LABELS, PREDICTIONS, Catalogue, Rejection, decode, encode,
                               escalation, student_prediction)
-from streamer.records.signing import sign, verify
+from streamer.records.signing import decode_label, sign
 from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import Triage, build_triage, triage_config
@@ -188,36 +188,32 @@ class StudentLogic:
             self.state.pending[event["id"]] = (time.monotonic() + self.settings.teacher_timeout, answer)
         return ESCALATIONS, record
 
-    async def learn_label(self, value: bytes | None, topic: str, partition: int, offset: int, send: Send,
-                          *, report: bool = True) -> None:
-        """Learn one ``labels`` record, or reject it: malformed, unsigned or wrongly signed while a label key is
-        set. A rejected label is dead-lettered when ``report`` (every student reads every label, so only one of
-        them reports it). A label's weight is bounded to what the policy produces (1 to 1/audit rate), and a
-        label whose event was learned already is skipped."""
-        record = decode(value, self.labels_spec, self.settings.max_text_bytes)
-        if not isinstance(record, Rejection) and self._label_key is not None and not verify(self._label_key, record):
-            record = Rejection("unauthenticated", "the label carries no valid signature of the escalation it answers "
-                                                  "(STREAMER_LABEL_KEY is set)")
+    def learn_label(self, value: bytes | None) -> bool:
+        """Learn one ``labels`` record; ``False`` when it is not learned.
+
+        Not learned: a malformed label, or one without a valid signature while a label key is set (the teacher
+        group reports those on ``dead-letter``: every student reads every label), a label whose event was learned
+        already (the teacher published it again after a crash), or one the student cannot take (NER: tags and
+        tokens differ in number). A label's weight is bounded to what the policy produces (1 to 1/audit rate).
+        """
+        record = decode_label(value, self.labels_spec, self.settings.max_text_bytes, self._label_key)
         if isinstance(record, Rejection):
             self.metrics.labels_rejected.labels(reason=record.reason).inc()
-            if report:
-                await send_dead_letter(self.metrics, send, value, record, topic, partition, offset)
-            return
+            return False
         self.state.pending.pop(record["id"], None)
         if not self.state.remember(record["id"]):
-            return
+            return False
         weight = min(max(record["weight"], 1.0), self._max_weight)
         try:
             self.triage.learn(record["text"], record["label"], student_label=record["student_label"],
                               student_confidence=record["student_confidence"], weight=weight,
                               reason=record["reason"])
-        except ValueError as exc:  # a label the student cannot learn (NER: tags and tokens differ in number)
+        except ValueError as exc:
+            log.warning("label for %r not learned: %s", record["id"], exc)
             self.metrics.labels_rejected.labels(reason="processing_error").inc()
-            if report:
-                await send_dead_letter(self.metrics, send, value, Rejection.from_exception("processing_error", exc),
-                                       topic, partition, offset)
-            return
+            return False
         self.metrics.labels_learned.inc()
+        return True
 
     async def publish_provisional(self, send: Send, now: float | None = None) -> int:
         """The student's answer, marked provisional, for escalations the teacher has not answered in time."""

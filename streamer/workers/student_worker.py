@@ -60,17 +60,8 @@ class StudentWorker:
         self._assigned: set[TopicPartition] = set()
         self._generation = 0  # counts assignments: a batch fetched under an older one is dropped
         self._lock = asyncio.Lock()  # a batch, a commit and a rebalance never interleave
-        self._events_partitions = 0
 
-    def reports_label(self, partition: int) -> bool:
-        """Whether this worker reports a bad record of ``labels`` partition ``partition`` on ``dead-letter``:
-        every worker reads every label, so only the one holding the ``events`` partition of the same number
-        (modulo the count) does."""
-        events = sorted(tp.partition for tp in self._assigned)
-        count = self._events_partitions or 1
-        return partition % count in events
-
-    async def follow_labels(self, send: Send) -> None:
+    async def follow_labels(self) -> None:
         """Read every partition of ``labels`` after the checkpoint (from the start without one) and learn each
         label; partitions added to the topic later are followed too, and a missing topic is waited for."""
         consumer = self.clients.consumer()
@@ -98,8 +89,7 @@ class StudentWorker:
                     batches = await consumer.getmany(timeout_ms=200, max_records=2000)
                     for tp, messages in batches.items():
                         for m in messages:
-                            await self.logic.learn_label(m.value, tp.topic, tp.partition, m.offset, send,
-                                                         report=self.reports_label(tp.partition))
+                            self.logic.learn_label(m.value)
                             offsets[tp.partition] = m.offset + 1
         finally:
             await consumer.stop()
@@ -108,9 +98,8 @@ class StudentWorker:
                                     followed: set[TopicPartition]) -> set[TopicPartition]:
         cluster = await consumer._client.fetch_all_metadata()  # fresh metadata, without auto-creating the topic
         labels = cluster.partitions_for_topic(LABELS) or set()
-        self._events_partitions = len(cluster.partitions_for_topic(EVENTS) or ())
-        for topic, found in ((LABELS, labels), (EVENTS, self._events_partitions)):
-            if not found:
+        for topic in (LABELS, EVENTS):
+            if not cluster.partitions_for_topic(topic):
                 log.warning("topic %s does not exist on %s yet: waiting for it (create the topics with `streamer "
                             "topics create`)%s", topic, self.settings.broker_url,
                             "; until then this student learns nothing" if topic == LABELS else "")
@@ -182,7 +171,7 @@ class StudentWorker:
         consumer.subscribe([EVENTS], listener=_Rebalance(self, consumer))
         await consumer.start()
         log.info("student worker consuming %s in group %s", EVENTS, GROUP_ID)
-        tasks = [asyncio.create_task(self.follow_labels(send), name="follow-labels"),
+        tasks = [asyncio.create_task(self.follow_labels(), name="follow-labels"),
                  asyncio.create_task(runtime.run_background(timers), name="background")]
         last_commit = time.monotonic()
         try:

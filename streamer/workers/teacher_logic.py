@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from streamer.observability.metrics import WorkerMetrics
 from streamer.records import (ESCALATIONS, LABELS, PREDICTIONS, Catalogue, Rejection, decode, encode, label_record,
                               teacher_prediction)
+from streamer.records.signing import decode_label
 from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.workers.runtime import Send, send_dead_letter
@@ -79,7 +80,8 @@ class TeacherLogic:
         self.task = get_task(settings.task)
         self.teacher = teacher
         self.metrics = metrics or WorkerMetrics("teacher")
-        self.spec = catalogue[ESCALATIONS]
+        self.spec, self.labels_spec = catalogue[ESCALATIONS], catalogue[LABELS]
+        self._label_key = settings.label_key.encode() if settings.label_key else None
         self._answered = self.metrics.predictions.labels(source="teacher")
         self._latency = self.metrics.decision_latency.labels(source="teacher")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher")
@@ -116,6 +118,17 @@ class TeacherLogic:
             await send(LABELS, key, encode(label_record(record, label, self.teacher.version)))
             self._answered.inc()
             self._latency.observe(max(answer["decided_time"] - answer["event_time"], 0) / 1e3)
+
+    async def audit_labels(self, batch: list[Incoming], send: Send) -> None:
+        """Report the bad records of ``labels`` on ``dead-letter``: malformed, or unsigned while a label key is set.
+
+        Every student reads every label and skips bad ones without reporting them; the teacher group owns each
+        ``labels`` partition once, so each bad label is reported once.
+        """
+        for m in batch:
+            record = decode_label(m.value, self.labels_spec, self.settings.max_text_bytes, self._label_key)
+            if isinstance(record, Rejection):
+                await send_dead_letter(self.metrics, send, m.value, record, m.topic, m.partition, m.offset)
 
     async def _label(self, items: list[tuple[Incoming, dict[str, Any]]]) -> Sequence[tuple[str, float] | Exception]:
         """The teacher's answer for each item, or the exception it fails with on that item alone (found by

@@ -4,6 +4,9 @@ Faust batches the stream (``take_events``) and handles commits and signals; the 
 are :class:`~streamer.workers.teacher_logic.TeacherLogic`'s, and the lifecycle services
 (ready file, lag gauge, watchdog, summary) the shared :class:`~streamer.workers.runtime.WorkerRuntime`'s.
 
+A second agent in the same group reads ``labels`` and reports its bad records on
+``dead-letter`` (each partition has one owner in the group, so each is reported once).
+
 At-least-once: ``take_events`` acks a batch's events (so Faust may commit their offsets)
 only when the agent asks for the next batch, and the agent asks only once every record it
 produced for the batch is acknowledged by the broker. A batch that cannot be answered and
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from streamer.workers.teacher_logic import Incoming, TeacherLogic
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL = 1.0
+LABEL_AUDIT_BATCH = 500
 #: exit status of a teacher worker that could not answer or deliver a batch (its offsets stay uncommitted)
 EXIT_BATCH_FAILED = 4
 
@@ -57,19 +61,27 @@ def build_teacher_app(logic: TeacherLogic, ready_file: Path | None = None) -> fa
     runtime = WorkerRuntime(settings, logic.metrics, ready_file=ready_file, summary=logic.log_summary)
     send = DeliveredSend({name: raw_topic(app, name) for name in (PREDICTIONS, LABELS, DEAD_LETTER)})
 
-    @app.agent(raw_topic(app, ESCALATIONS), name="teacher")
-    async def teacher_agent(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.teacher_batch_size, within=settings.teacher_max_wait):
+    async def handle(stream: faust.StreamT, size: int, within: float,
+                     step: Callable[[list[Incoming], DeliveredSend], Awaitable[None]], what: str) -> None:
+        async for batch in stream.take_events(size, within=within):
             try:
-                await logic.answer([Incoming(ev.message.value, ev.message.topic, ev.message.partition,
-                                             ev.message.offset) for ev in batch], send)
+                await step([Incoming(ev.message.value, ev.message.topic, ev.message.partition, ev.message.offset)
+                            for ev in batch], send)
                 await send.delivered()
             except Exception:
                 # Faust would ack the batch's events once this generator is closed, and then commit them:
                 # leave now, before any of that, so they are processed again after a restart.
-                log.exception("a batch of %d escalations was not answered and delivered; exiting with status %d "
-                              "without committing it", len(batch), EXIT_BATCH_FAILED)
+                log.exception("a batch of %d %s was not handled and delivered; exiting with status %d without "
+                              "committing it", len(batch), what, EXIT_BATCH_FAILED)
                 os._exit(EXIT_BATCH_FAILED)
+
+    @app.agent(raw_topic(app, ESCALATIONS), name="teacher")
+    async def teacher_agent(stream: faust.StreamT) -> None:
+        await handle(stream, settings.teacher_batch_size, settings.teacher_max_wait, logic.answer, "escalations")
+
+    @app.agent(raw_topic(app, LABELS), name="label-audit")
+    async def label_audit_agent(stream: faust.StreamT) -> None:
+        await handle(stream, LABEL_AUDIT_BATCH, settings.teacher_max_wait, logic.audit_labels, "labels")
 
     @app.task
     async def background() -> None:
