@@ -117,7 +117,7 @@ def test_nothing_is_lost_through_bad_input_crashes_and_a_teacher_outage(tmp_path
         time.sleep(0.5)
         workers.kill("teacher")
         phase2.join()
-        workers.wait_ready(timeout=120, roles=("student",))
+        workers.wait_ready(timeout=120, names=("student",))
         escalated_mid = {r["id"] for r in read_all(settings, ESCALATIONS) if "id" in r}
 
         # Phase 3: the teacher is still down: escalations wait in Kafka, late ones get provisional answers.
@@ -126,7 +126,7 @@ def test_nothing_is_lost_through_bad_input_crashes_and_a_teacher_outage(tmp_path
         time.sleep(4.0)
         workers.start("teacher")
         phase3.join()
-        workers.wait_ready(timeout=120, roles=("teacher",))
+        workers.wait_ready(timeout=120, names=("teacher",))
         answers = wait_for_final_answers(read_all, settings, set(ids), timeout=300)
         workers.check_alive()
         dead = read_all(settings, DEAD_LETTER)

@@ -97,31 +97,40 @@ class WorkerProcesses:
         self.metrics_ports = metrics_ports or {}
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, role: str) -> None:
-        """Start (or restart) ``role``; its log is appended to ``<run_dir>/<role>.log``."""
-        ready = self.run_dir / f"{role}.ready"
+    def start(self, role: str, name: str | None = None) -> None:
+        """Start (or restart) a ``role`` worker called ``name`` (default: the role); its log is appended to
+        ``<run_dir>/<name>.log``, and a student checkpoints to ``<run_dir>/<name>.ckpt``."""
+        name = name or role
+        ready = self.run_dir / f"{name}.ready"
         ready.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "streamer", "worker", role, "--broker", self.broker_url,
                "--ready-file", str(ready), "--data-dir", str(self.settings.data_dir)]
         if role == "teacher":
             cmd += ["--teacher-model", self.teacher_model]
         else:  # a checkpoint of this run only: the embedded broker forgets everything between runs
-            cmd += ["--checkpoint-path", str(self.run_dir / "student.ckpt")]
-        if role in self.metrics_ports:
-            cmd += ["--metrics-port", str(self.metrics_ports[role])]
-        with open(self.run_dir / f"{role}.log", "ab") as log, stop_signals_deferred():
-            self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            cmd += ["--checkpoint-path", str(self.run_dir / f"{name}.ckpt")]
+        if name in self.metrics_ports:
+            cmd += ["--metrics-port", str(self.metrics_ports[name])]
+        with open(self.run_dir / f"{name}.log", "ab") as log, stop_signals_deferred():
+            self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
 
-    def kill(self, role: str) -> None:
-        """SIGKILL ``role`` (a crash: no checkpoint, no commit, no flush)."""
-        proc = self.procs[role]
+    def kill(self, name: str) -> None:
+        """SIGKILL worker ``name`` (a crash: no checkpoint, no commit, no flush)."""
+        proc = self.procs[name]
         proc.kill()
         proc.wait()
 
-    def wait_ready(self, timeout: float = 120.0, roles: tuple[str, ...] | None = None) -> None:
+    def terminate(self, name: str, timeout: float = 30.0) -> int:
+        """Stop worker ``name`` cleanly (SIGTERM: it commits, checkpoints and flushes); its exit status."""
+        proc = self.procs.pop(name)
+        proc.terminate()
+        return proc.wait(timeout)
+
+    def wait_ready(self, timeout: float = 120.0, names: tuple[str, ...] | None = None) -> None:
+        """Wait until every worker (or those in ``names``) has its partitions."""
         deadline = time.monotonic() + timeout
         for role, proc in self.procs.items():
-            if roles is not None and role not in roles:
+            if names is not None and role not in names:
                 continue
             ready = self.run_dir / f"{role}.ready"
             while not ready.exists():

@@ -1,0 +1,197 @@
+"""Chaos on the real embedded broker with real worker processes.
+
+3,000 good events (a share of them from a librdkafka producer in every codec, keyless, with headers), a 2 MB
+record on each input topic, a forged label, escalations the teacher fails on, student workers scaled 1 -> 3 -> 1
+and a second teacher added mid-stream, one SIGKILL of each role. Then: every good id has a final answer, no
+worker exited on its own, every bad record is on dead-letter exactly once per source offset and every
+dead-letter record is under 1 MiB, and the forged label changed nothing. A second test scales the same way with
+clean stops only and checks that no event was answered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import runpy
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streamer.datasets import load_examples
+from streamer.kafka import free_port
+from streamer.kafka.topic_io import produce
+from streamer.records import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS
+from streamer.workers.supervisor import WorkerProcesses
+
+pytestmark = pytest.mark.integration
+
+TESTS = Path(__file__).resolve().parent
+#: the text marker on which tests/chaos_teacher.py's teacher fails
+POISON = runpy.run_path(str(TESTS / "chaos_teacher.py"))["POISON"]
+BIG = 2 * 1024 * 1024
+CODECS = ("gzip", "snappy", "lz4", "zstd")
+LABEL_KEY = "chaos-label-key"
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    return {"STREAMER_CHECKPOINT_INTERVAL": "1", "STREAMER_LABEL_KEY": LABEL_KEY,
+            "STREAMER_TEACHER_CLASS": "chaos_teacher:FailingTeacher", "STREAMER_COMPRESSION_TYPE": "lz4",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])), **extra}
+
+
+def librdkafka_producer(settings, codec: str):
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    return confluent_kafka.Producer({"bootstrap.servers": settings.bootstrap_servers, "compression.type": codec,
+                                     "linger.ms": 10, "message.max.bytes": 4 * BIG})
+
+
+def send_raw(settings, topic: str, values: list[bytes], codec: str = "gzip", headers=None) -> None:
+    """Produce with another team's client: keyless, optionally with headers."""
+    producer = librdkafka_producer(settings, codec)
+    for value in values:
+        producer.produce(topic, value=value, headers=headers)
+    assert producer.flush(60) == 0
+
+
+def feed(settings, events: list[dict], rate: float = 250.0) -> None:
+    asyncio.run(produce(settings, EVENTS, (orjson.dumps(e) for e in events), rate=rate, progress=False))
+
+
+def final_answers(read_all, settings, ids: set[str], timeout: float) -> dict[str, list[dict]]:
+    """Poll ``predictions`` until every id in ``ids`` has a final answer (or ``timeout``); all answers by id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answers: dict[str, list[dict]] = {}
+        for record in read_all(settings, PREDICTIONS, idle=1.0):
+            answers.setdefault(record.get("id"), []).append(record)
+        done = {i for i, rs in answers.items() if any(r.get("final") for r in rs)}
+        if ids <= done or time.monotonic() > deadline:
+            return answers
+        time.sleep(2)
+
+
+def good_events(n: int, prefix: str) -> list[dict]:
+    return [{"id": f"{prefix}{i}", "text": ex.text}
+            for i, ex in enumerate(load_examples("rotten_tomatoes", split="stream", limit=n))]
+
+
+def metric(port: int, line_start: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def test_chaos(tmp_path, quick_teacher, settings, topic_records):
+    read_all = topic_records
+    port = free_port()
+    workers = WorkerProcesses(settings, settings.broker_url, quick_teacher, tmp_path, env=worker_env(),
+                              metrics_ports={"student-2": port})
+    good = good_events(3000, "g")
+    by_codec = {codec: good[600 + 100 * i:700 + 100 * i] for i, codec in enumerate(CODECS)}  # 400 via librdkafka
+    rest = [e for e in good if not any(e in part for part in by_codec.values())]
+    poison = [{"id": f"p{i}", "text": f"{POISON} number {i}"} for i in range(12)]
+    forged_label = {"id": "g5", "text": good[5]["text"], "label": "rotten", "teacher_version": "forged",
+                    "reason": "low_confidence", "student_label": "fresh", "student_confidence": 0.01,
+                    "weight": 1e300, "labelled_time": 1}
+    big = {EVENTS: orjson.dumps({"id": "big-event", "text": "x" * BIG}),
+           ESCALATIONS: orjson.dumps({"id": "big-esc", "text": "y" * BIG}),
+           LABELS: orjson.dumps({"id": "big-label", "text": "z" * BIG})}
+    workers.start("student", name="student-1")
+    workers.start("teacher", name="teacher-1")
+    try:
+        workers.wait_ready(timeout=180)
+        # Phase 1: the teacher fails on poisoned escalations (sent during warm-up, so all escalated), a 2 MB record
+        # on each input topic, a forged label; 600 good events.
+        feed(settings, poison)
+        for topic, value in big.items():
+            send_raw(settings, topic, [value])
+        send_raw(settings, LABELS, [orjson.dumps(forged_label)])
+        feed(settings, rest[:600])
+        final_answers(read_all, settings, {e["id"] for e in rest[:600]}, timeout=240)
+
+        # Phase 2: 1 -> 3 students and a second teacher while librdkafka producers send in every codec.
+        workers.start("student", name="student-2")
+        workers.start("student", name="student-3")
+        for codec, events in by_codec.items():
+            send_raw(settings, EVENTS, [orjson.dumps(e) for e in events], codec=codec,
+                     headers=[("trace-id", codec.encode())])
+            if codec == "snappy":
+                workers.start("teacher", name="teacher-2")
+        workers.wait_ready(timeout=180)
+        feed(settings, rest[600:1400])
+
+        # Phase 3: SIGKILL a student and a teacher mid-stream; both come back.
+        workers.kill("student-1")
+        workers.start("student", name="student-1")
+        feed(settings, rest[1400:1800])
+        workers.kill("teacher-1")
+        workers.start("teacher", name="teacher-1")
+        workers.wait_ready(timeout=180)
+
+        # Phase 4: 3 -> 1 students with clean stops while the rest streams in. Student-2 read every label from
+        # the start: it skipped the forged one.
+        rejected = metric(port, 'streamer_labels_rejected_total{reason="unauthenticated"}')
+        learned = metric(port, "streamer_labels_learned_total")
+        stopped = {name: workers.terminate(name) for name in ("student-2", "student-3")}
+        feed(settings, rest[1800:])
+        ids = {e["id"] for e in good}
+        answers = final_answers(read_all, settings, ids, timeout=420)
+        workers.check_alive()  # no worker exited on its own
+        dead = read_all(settings, DEAD_LETTER, idle=2.0)
+        dead_bytes = [len(orjson.dumps(d)) for d in dead]
+    finally:
+        workers.stop()
+
+    assert stopped == {"student-2": 0, "student-3": 0}
+    # Every good id has a final answer (a crash may repeat one: the same id, at least once).
+    assert ids - {i for i, rs in answers.items() if any(r.get("final") for r in rs)} == set()
+    # Headers and keyless records: the librdkafka events were answered like the others.
+    assert all(i in answers for events in by_codec.values() for i in (e["id"] for e in events))
+    # Every bad record is on dead-letter exactly once per source offset, and bounded.
+    by_source: dict[tuple, list[dict]] = {}
+    for d in dead:
+        by_source.setdefault((d["source_topic"], d["source_partition"], d["source_offset"]), []).append(d)
+    assert {k: len(v) for k, v in by_source.items() if len(v) != 1} == {}
+    reasons = sorted((topic, d[0]["reason"]) for (topic, _, _), d in by_source.items())
+    assert reasons == sorted([(EVENTS, "too_large"), (ESCALATIONS, "too_large"), (LABELS, "too_large"),
+                              (LABELS, "unauthenticated")] + [(ESCALATIONS, "teacher_error")] * len(poison))
+    assert max(dead_bytes) < 1 << 20
+    assert {d["value_sha256"] for d in dead if d["reason"] == "too_large"} and all(
+        d["value_bytes"] > BIG for d in dead if d["reason"] == "too_large")
+    # Poisoned events were dead-lettered with the exception type, never answered.
+    assert all(d["exception"] == "ValueError" for d in dead if d["reason"] == "teacher_error")
+    assert not any(p["id"] in answers for p in poison)
+    # The forged label changed nothing: not learned, and the threshold never fell to "answer everything".
+    assert rejected == 1 and learned > 500
+    student_answers = [r for rs in answers.values() for r in rs if r["source"] == "student"]
+    assert student_answers and min(r["threshold"] for r in student_answers) > 0.5
+    for name in ("student-1", "student-2", "student-3"):
+        assert "Traceback" not in (tmp_path / f"{name}.log").read_text(), name
+
+
+def test_scaling_with_clean_stops_answers_every_event_once(tmp_path, quick_teacher, settings, topic_records):
+    read_all = topic_records
+    workers = WorkerProcesses(settings, settings.broker_url, quick_teacher, tmp_path, env=worker_env())
+    good = good_events(3000, "s")
+    workers.start("student", name="student-1")
+    workers.start("teacher", name="teacher-1")
+    try:
+        workers.wait_ready(timeout=180)
+        feed(settings, good[:800])
+        workers.start("student", name="student-2")
+        workers.start("student", name="student-3")
+        feed(settings, good[800:1600])
+        workers.start("teacher", name="teacher-2")
+        workers.wait_ready(timeout=180)
+        feed(settings, good[1600:2400])
+        codes = [workers.terminate(name) for name in ("student-2", "student-3")]
+        feed(settings, good[2400:])
+        answers = final_answers(read_all, settings, {e["id"] for e in good}, timeout=420)
+        workers.check_alive()
+    finally:
+        workers.stop()
+    assert codes == [0, 0]
+    assert {e["id"] for e in good} - set(answers) == set()
+    assert {i: len(rs) for i, rs in answers.items() if len(rs) != 1} == {}
