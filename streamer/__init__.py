@@ -18,6 +18,7 @@ The triage runs in process too (the workers run exactly this):
 ('fresh', False)
 """
 
+from streamer.cascade import Answer, Cascade
 from streamer.datasets import Example, load_examples
 from streamer.models import BaseStudent, Student
 from streamer.models.teacher import Teacher
@@ -28,5 +29,5 @@ from streamer.triage import Route, Triage, build_triage
 
 __version__ = "0.1.0"
 
-__all__ = ["TASKS", "BaseStudent", "Catalogue", "Example", "Route", "Settings", "Student", "Task", "Teacher",
-           "Triage", "build_triage", "get_task", "load_examples"]
+__all__ = ["TASKS", "Answer", "BaseStudent", "Cascade", "Catalogue", "Example", "Route", "Settings", "Student", "Task",
+           "Teacher", "Triage", "build_triage", "get_task", "load_examples"]

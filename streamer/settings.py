@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamer.records.topics import TopicNames
 from streamer.tasks import get_task
 from streamer.triage.policies import POLICIES
 
@@ -41,6 +42,11 @@ class Settings:
 
     # Broker and topics
     broker: str | None = None  # unset: the local broker on 127.0.0.1:broker_port
+    namespace: str | None = None  # prefixes every topic (NAME.events ...) and consumer group (NAME-student ...)
+    input_topic: str | None = None  # read events from this existing topic instead of (NAMESPACE.)events
+    output_topic: str | None = None  # write predictions here instead of (NAMESPACE.)predictions
+    id_field: str = "id"  # dotted path to an event's id in its JSON value; absent: the Kafka key is the id
+    text_field: str = "text"  # dotted path to an event's text
     broker_port: int = 9092
     catalogue_path: Path | None = None
     session_timeout: float = 4.0
@@ -99,6 +105,10 @@ class Settings:
                 object.__setattr__(self, name, Path(value))
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be text or json, got {self.log_format!r}")
+        self.topics  # validates the names
+        for name in ("id_field", "text_field"):
+            if not getattr(self, name) or any(not part for part in getattr(self, name).split(".")):
+                raise ValueError(f"{name} must be a dotted path like 'ticket.body', got {getattr(self, name)!r}")
         task = get_task(self.task)
         if self.student is not None and self.student not in task.students:
             raise ValueError(f"student for task {self.task} must be one of {tuple(task.students)}, "
@@ -151,9 +161,16 @@ class Settings:
         return self.teacher_model or str(self.default_teacher_dir(get_task(self.task).default_dataset))
 
     @property
+    def topics(self) -> TopicNames:
+        """This cascade's topics and consumer groups (namespace, input and output topics applied)."""
+        return TopicNames(self.namespace, self.input_topic, self.output_topic)
+
+    @property
     def student_checkpoint(self) -> Path:
-        """Where the student worker writes and restores its checkpoint (one file per host by default)."""
-        return self.checkpoint_path or self.data_dir / "checkpoints" / f"student-{socket.gethostname()}.ckpt"
+        """Where the student worker writes and restores its checkpoint (one file per host and namespace by
+        default)."""
+        prefix = f"student-{self.namespace}-" if self.namespace else "student-"
+        return self.checkpoint_path or self.data_dir / "checkpoints" / f"{prefix}{socket.gethostname()}.ckpt"
 
     def default_teacher_dir(self, dataset: str = "rotten_tomatoes") -> Path:
         return self.data_dir / "teachers" / dataset

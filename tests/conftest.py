@@ -90,3 +90,34 @@ def topic_records():
         return asyncio.run(go())
 
     return read
+
+
+@pytest.fixture(scope="session")
+def librdkafka_records():
+    """``librdkafka_records(settings, topic, want, timeout)``: every record of ``topic`` (messages with headers)
+    read by another team's client, librdkafka (``confluent-kafka``), outside any group (a group join on the
+    embedded broker waits half of librdkafka's 45 s session timeout); stops at ``want`` records plus 3 quiet
+    seconds (so a duplicate would still show up), or at ``timeout``."""
+    import time
+
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+
+    def read(settings: Settings, topic: str, want: int, timeout: float = 60.0) -> list:
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "unused",
+                                             "enable.auto.commit": False})
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+                         for p in partitions])
+        out, deadline, quiet_until = [], time.monotonic() + timeout, None
+        try:
+            while time.monotonic() < deadline and (quiet_until is None or time.monotonic() < quiet_until):
+                msg = consumer.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    out.append(msg)
+                if quiet_until is None and len(out) >= want:
+                    quiet_until = time.monotonic() + 3
+        finally:
+            consumer.close()
+        return out
+
+    return read

@@ -37,22 +37,9 @@ def test_records_from_a_librdkafka_producer_in_every_codec_are_read(settings):
 
 
 @pytest.mark.parametrize("codec", CODECS)
-def test_what_our_producers_compress_is_read_by_librdkafka(settings, codec):
-    confluent_kafka = pytest.importorskip("confluent_kafka")
+def test_what_our_producers_compress_is_read_by_librdkafka(settings, codec, librdkafka_records):
     ours = settings.replace(compression_type=codec)
     values = [orjson.dumps({"id": str(i), "text": "the same words again " * 20}) for i in range(200)]
     asyncio.run(produce(ours, "predictions", values, progress=False))
-    consumer = confluent_kafka.Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"c-{codec}",
-                                         "auto.offset.reset": "earliest"})
-    consumer.subscribe(["predictions"])
-    got = []
-    try:
-        for _ in range(200):
-            msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None:
-                got.append(msg.value())
-            if len(got) == len(values):
-                break
-    finally:
-        consumer.close()
+    got = [m.value() for m in librdkafka_records(settings, "predictions", len(values), timeout=60)]
     assert sorted(got) == sorted(values)

@@ -20,3 +20,13 @@ def test_readme_starts_with_a_demo_command_and_a_test_command():
 def test_ci_runs_the_readme_test_command():
     _, tests = readme_commands()
     assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_python_api_example_in_the_readme_runs():
+    import doctest
+
+    block = re.search(r"### Python API.*?```python\n(.+?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
+    test = doctest.DocTestParser().get_doctest(block, {}, "README: Python API", "README.md", 0)
+    runner = doctest.DocTestRunner()
+    runner.run(test)
+    assert runner.tries >= 6 and runner.failures == 0

@@ -87,3 +87,24 @@ def test_the_decoder_never_raises_and_every_value_is_an_event_or_a_dead_letter(c
     else:
         assert catalogue["events"].validate(result) is None
         assert isinstance(result["id"], str) and result["id"] and isinstance(result["text"], str) and result["text"]
+
+
+def test_events_are_read_at_dotted_paths_with_the_key_as_fallback_id():
+    from streamer.records import Catalogue
+    from streamer.records.codec import decode_event
+
+    spec = Catalogue.load()["events"]
+
+    def event(value: dict, key: bytes | None = None, **fields):
+        return decode_event(orjson.dumps(value), key, spec, 10_000, **fields)
+
+    nested = event({"t": {"n": "T-1", "body": "help", "lang": "en"}}, id_field="t.n", text_field="t.body")
+    assert nested == {"t": {"n": "T-1", "lang": "en"}, "id": "T-1", "text": "help"}
+    assert event({"body": "hi"}, b"K-9", text_field="body") == {"id": "K-9", "text": "hi"}
+    assert event({"id": "in-value", "text": "hi"}, b"in-key")["id"] == "in-value"  # the value's id wins
+    assert event({"text": "hi"}).reason == "schema" and "no key" in event({"text": "hi"}).error
+    assert event({"id": 7, "text": "hi"}).reason == "schema"  # ids are strings
+    assert event({"id": "1", "body": ""}, text_field="body").reason == "schema"
+    assert "text read from 'body'" in event({"id": "1"}, text_field="body").error
+    assert event({"text": "hi"}, b"\xff").reason == "schema"
+    assert decode_event(b"[1]", b"k", spec, 100).reason == "schema"

@@ -33,7 +33,7 @@ class Collector:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, dict]] = []
 
-    async def __call__(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers=()) -> None:
         self.sent.append((topic, key, orjson.loads(value)))
 
     def on(self, topic: str) -> list[tuple[bytes | None, dict]]:

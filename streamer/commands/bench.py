@@ -86,7 +86,7 @@ async def count_predictions(settings: Settings, want: int, timeout: float) -> tu
 
     async def read() -> None:
         nonlocal first, last, seen
-        async for _ in read_topic(settings, PREDICTIONS):
+        async for _ in read_topic(settings, settings.topics[PREDICTIONS]):
             now = time.perf_counter()
             first = first or now
             last = now
@@ -110,11 +110,11 @@ def bench_student_path(settings: Settings, examples: list[Example], events: int,
     try:  # every child starts in here, so the finally stops it (on Ctrl-C and SIGTERM too)
         broker.start()
         asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), broker.bootstrap,
-                                  KafkaClients(path_settings).security()))
+                                  KafkaClients(path_settings).security(), names=path_settings.topics))
         warm_student_checkpoint(path_settings, examples[:2000], run_dir / "student.ckpt")
         values = (orjson.dumps({"id": f"b{i}", "text": examples[i % len(examples)].text}) for i in range(events))
         log(f"  producing {events} events ...")
-        asyncio.run(produce(path_settings, EVENTS, values, total=events, progress=False))
+        asyncio.run(produce(path_settings, path_settings.topics[EVENTS], values, total=events, progress=False))
         workers.start("student")
         workers.wait_ready()
         seen, seconds = asyncio.run(count_predictions(path_settings, events, timeout=max(120.0, events / 500)))

@@ -129,14 +129,15 @@ async def stream_and_collect(settings: Settings, examples: list[Example], rate: 
         while max_in_flight and sent - len(tally.predictions) >= max_in_flight:
             await asyncio.sleep(0.002)
 
-    producer = asyncio.create_task(produce(settings, EVENTS, (orjson.dumps(e) for e in events), rate=rate,
-                                           total=len(events), progress=False, wait_turn=wait_turn))
+    values = (orjson.dumps(e) for e in events)
+    producer = asyncio.create_task(produce(settings, settings.topics[EVENTS], values, rate=rate, total=len(events),
+                                           progress=False, wait_turn=wait_turn))
 
     tty = sys.stderr.isatty()
 
     async def collect() -> None:
         last_print = 0.0
-        async for _, _, _, value in read_topic(settings, PREDICTIONS):
+        async for _, _, _, value in read_topic(settings, settings.topics[PREDICTIONS]):
             if value is not None:
                 tally.add(orjson.loads(value))
             now = time.perf_counter()
@@ -188,14 +189,15 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
             broker.start()
             print(f"Embedded broker (Tansu, memory-only) on {broker.url}", file=sys.stderr)
         created = asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), settings.bootstrap_servers,
-                                            KafkaClients(settings).security()))
+                                            KafkaClients(settings).security(), names=settings.topics))
         print(f"Topics: {', '.join(f'{k} ({v})' for k, v in created.items())}", file=sys.stderr)
         workers.start("student")
         workers.start("teacher")
         print(f"Starting a student and a teacher worker (logs in {run_dir}) ...", file=sys.stderr)
         workers.wait_ready()
         if dashboard:
-            page = DashboardThread(Dashboard({role: f"http://127.0.0.1:{port}/metrics" for role, port in ports.items()}),
+            page = DashboardThread(Dashboard({role: f"http://127.0.0.1:{port}/metrics" for role, port in ports.items()},
+                                             namespace=settings.namespace),
                                    settings.dashboard_host, settings.dashboard_port).start()
             print(f"Dashboard: {page.url}", file=sys.stderr, flush=True)
         pacing = f"at up to {rate:g}/s" if rate else "as fast as the cascade answers"

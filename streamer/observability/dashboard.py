@@ -142,10 +142,12 @@ def content_security_policy(page: str) -> str:
 
 
 class Dashboard:
-    """Scrapes ``workers`` ({name: metrics URL}) every ``interval`` seconds and serves the page."""
+    """Scrapes ``workers`` ({name: metrics URL}) every ``interval`` seconds and serves the page (headed with the
+    cascade's ``namespace`` when it has one)."""
 
-    def __init__(self, workers: dict[str, str], interval: float = 1.0) -> None:
+    def __init__(self, workers: dict[str, str], interval: float = 1.0, namespace: str | None = None) -> None:
         self.workers = workers
+        self.namespace = namespace
         self.interval = interval
         self.points: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.status: dict[str, dict[str, Any]] = {name: {"url": url, "up": False, "error": "not scraped yet"}
@@ -178,7 +180,8 @@ class Dashboard:
                 await asyncio.sleep(self.interval)
 
     def state(self) -> dict[str, Any]:
-        return {"workers": self.status, "points": list(self.points), "time": time.time()}
+        return {"workers": self.status, "points": list(self.points), "time": time.time(),
+                "namespace": self.namespace}
 
     def web_app(self) -> web.Application:
         page = resources.files("streamer.observability").joinpath("static/dashboard.html").read_text(encoding="utf-8")

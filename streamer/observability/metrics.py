@@ -23,11 +23,12 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class WorkerMetrics:
     """Every metric a student or teacher worker exposes (names are documented in the README)."""
 
-    def __init__(self, role: str) -> None:
+    def __init__(self, role: str, namespace: str | None = None) -> None:
         self.role = role
         self.registry = r = CollectorRegistry()
-        self.info = Gauge("streamer_worker_info", "Worker role (value 1)", ["role"], registry=r)
-        self.info.labels(role=role).set(1)
+        self.info = Gauge("streamer_worker_info", "Worker role and cascade namespace (value 1)", ["role", "namespace"],
+                          registry=r)
+        self.info.labels(role=role, namespace=namespace or "").set(1)
         self.events = Counter("streamer_events", "Valid events the student routed", registry=r)
         self.predictions = Counter("streamer_predictions", "Predictions published, by source "
                                    "(student, teacher, provisional)", ["source"], registry=r)

@@ -20,10 +20,13 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 import orjson
+
+if TYPE_CHECKING:
+    from streamer.records.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
@@ -120,35 +123,38 @@ def default_catalogue_path() -> Path:
 
 
 async def create_topics(catalogue: Catalogue, bootstrap: str, client_options: dict[str, Any] | None = None,
-                        timeout: float = 30.0) -> dict[str, str]:
-    """Create every catalogue topic that the broker lacks; check those that exist.
+                        timeout: float = 30.0, names: "TopicNames | None" = None) -> dict[str, str]:
+    """Create every catalogue topic the cascade owns (``names``: its namespace and own input/output topics)
+    that the broker lacks; check those that exist. The user's input topic is never created or altered.
 
-    Returns ``{topic: "created" | "exists"}``. Raises :class:`CatalogueError` when an
-    existing topic has a partition count other than the catalogue's.
+    Returns ``{topic: "created" | "exists"}``. Raises :class:`CatalogueError` when an existing topic has a
+    partition count other than the catalogue's.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from streamer.records.topics import TopicNames
+
+    names = names or TopicNames()
+    owned = {names[spec.name]: spec for spec in catalogue if names.owned(spec.name)}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
                                 **(client_options or {}))
     await asyncio.wait_for(admin.start(), timeout)
     try:
         existing = set(await admin.list_topics())
-        missing = [spec for spec in catalogue if spec.name not in existing]
+        missing = [topic for topic in owned if topic not in existing]
         if missing:
-            await admin.create_topics([
-                NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.topic_configs()) for spec in missing
-            ])
-        result = {spec.name: ("created" if spec in missing else "exists") for spec in catalogue}
-        described = await admin.describe_topics([spec.name for spec in catalogue])
+            await admin.create_topics([NewTopic(topic, owned[topic].partitions, 1,
+                                                topic_configs=owned[topic].topic_configs()) for topic in missing])
+        described = await admin.describe_topics(list(owned))
         for topic in described:
             name = topic["topic"]
-            want = catalogue[name].partitions
+            want = owned[name].partitions
             got = len(topic.get("partitions", []))
             if got != want:
                 raise CatalogueError(
                     f"topic {name!r} has {got} partitions on the broker but the catalogue says {want}; "
                     "delete it or use a fresh broker"
                 )
-        return result
+        return {topic: ("created" if topic in missing else "exists") for topic in owned}
     finally:
         await admin.close()

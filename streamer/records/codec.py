@@ -58,12 +58,21 @@ def now_ms() -> int:
 
 def decode(value: bytes | None, spec: TopicSpec, max_bytes: int) -> dict[str, Any] | Rejection:
     """Decode one record value of topic ``spec``; never raises."""
+    obj = _parse(value, max_bytes)
+    if isinstance(obj, Rejection):
+        return obj
+    error = spec.validate(obj)
+    return obj if error is None else Rejection("schema", error)
+
+
+def _parse(value: bytes | None, max_bytes: int) -> Any:
+    """The JSON value of a record, or the :class:`Rejection` that says why it has none."""
     if not value:
         return Rejection("empty", "record value is empty")
     if len(value) > max_bytes:
         return Rejection("too_large", f"record is {len(value)} bytes, the limit is {max_bytes}")
     try:
-        obj = orjson.loads(value)
+        return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         try:
             value.decode("utf-8")
@@ -72,10 +81,69 @@ def decode(value: bytes | None, spec: TopicSpec, max_bytes: int) -> dict[str, An
         return Rejection("invalid_json", f"not valid JSON: {exc}")
     except Exception as exc:  # noqa: BLE001 - the decoder must never raise
         return Rejection("invalid_json", f"could not decode JSON: {exc!r}")
-    error = spec.validate(obj)
-    if error is not None:
-        return Rejection("schema", error)
+
+
+def field_at(obj: Any, path: str) -> Any:
+    """The value at dotted ``path`` in nested JSON objects, ``None`` where there is none.
+
+    >>> field_at({"ticket": {"body": "hi"}}, "ticket.body"), field_at({"ticket": 3}, "ticket.body")
+    ('hi', None)
+    """
+    for part in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
     return obj
+
+
+def _without(obj: dict[str, Any], path: str) -> dict[str, Any]:
+    """A copy of ``obj`` without the value at dotted ``path`` (only the objects along the path are copied)."""
+    head, _, rest = path.partition(".")
+    out = dict(obj)
+    if not rest:
+        out.pop(head, None)
+    elif isinstance(out.get(head), dict):
+        out[head] = _without(out[head], rest)
+    return out
+
+
+def decode_event(value: bytes | None, key: bytes | None, spec: TopicSpec, max_bytes: int, *,
+                 id_field: str = "id", text_field: str = "text") -> dict[str, Any] | Rejection:
+    """An input record as an event ``{"id", "text", ...its other fields}``; never raises.
+
+    The id and the text are read at dotted paths of the JSON value; without an id there, the Kafka key is the
+    id. The text is not carried again at its own path (it never rides into predictions).
+
+    >>> from streamer.records.catalogue import Catalogue
+    >>> spec = Catalogue.load()["events"]
+    >>> decode_event(b'{"ticket": {"body": "printer on fire"}, "team": "it"}', b"T-7", spec, 1000,
+    ...              id_field="ticket.id", text_field="ticket.body")
+    {'ticket': {}, 'team': 'it', 'id': 'T-7', 'text': 'printer on fire'}
+    >>> decode_event(b'{"body": "no id anywhere"}', None, spec, 1000, text_field="body").error
+    "no id: the value has no 'id' and the record has no key"
+    """
+    obj = _parse(value, max_bytes)
+    if isinstance(obj, Rejection):
+        return obj
+    if not isinstance(obj, dict):
+        return Rejection("schema", f"an event must be a JSON object, got {type(obj).__name__}")
+    ident = field_at(obj, id_field)
+    if ident is None and key:
+        try:
+            ident = key.decode("utf-8")
+        except UnicodeDecodeError:
+            return Rejection("schema", "no id: the value has none and the key is not UTF-8")
+    if ident is None:
+        return Rejection("schema", f"no id: the value has no {id_field!r} and the record has no key")
+    text = field_at(obj, text_field)
+    event = _without(obj, text_field)
+    event["id"] = ident
+    if text is not None:
+        event["text"] = text
+    error = spec.validate(event)
+    if error is not None:
+        return Rejection("schema", error if text_field == "text" else f"{error} (text read from {text_field!r})")
+    return event
 
 
 def encode(record: dict[str, Any]) -> bytes:

@@ -48,13 +48,14 @@ def _use_app_fetch_wait() -> None:
 
 
 def make_app(settings: Settings, role: str) -> faust.App:
-    """A Faust app whose id (and so consumer group) is ``babybear-<role>``."""
+    """A Faust app whose id (and so consumer group) is the cascade's group of ``role`` (``babybear-<role>``, or
+    ``<namespace>-<role>``)."""
     _use_app_fetch_wait()
-    datadir = Path(settings.data_dir) / "faust" / role
+    datadir = Path(settings.data_dir) / "faust" / settings.topics.group(role)
     datadir.parent.mkdir(parents=True, exist_ok=True)
     clients = KafkaClients(settings)
     app = faust.App(
-        f"babybear-{role}",
+        settings.topics.group(role),
         broker=settings.broker_url,
         broker_credentials=clients.faust_credentials(),
         broker_session_timeout=settings.session_timeout,

@@ -10,7 +10,7 @@
 >>> from streamer.observability.metrics import WorkerMetrics
 >>> from streamer.records import Rejection
 >>> sent = []
->>> async def send(topic, key, value): sent.append((topic, key))
+>>> async def send(topic, key, value, headers=()): sent.append((topic, key))
 >>> m = WorkerMetrics("student")
 >>> asyncio.run(send_dead_letter(m, send, b"{oops", Rejection("invalid_json", "bad"), "events", 2, 7))
 >>> sent, m.value("streamer_dead_letters_total", topic="events", reason="invalid_json")
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,8 +33,16 @@ from streamer.workers.watchdog import watch_broker
 
 log = logging.getLogger(__name__)
 
-#: ``send(topic, key, value)``: hand one record to the producer (resolves once it is queued).
-Send = Callable[[str, bytes | None, bytes], Awaitable[None]]
+#: Kafka headers of a record, carried from an event to its escalation and its prediction unchanged.
+Headers = Sequence[tuple[str, bytes]]
+
+
+class Send(Protocol):
+    """Hands one record to the producer (resolves once it is queued). ``topic`` is a catalogue name; the
+    transport maps it to the cascade's topic on the broker (:class:`~streamer.records.topics.TopicNames`)."""
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None: ...
+
 SUMMARY_INTERVAL = 10.0
 
 

@@ -9,7 +9,7 @@ collecting ``send``:
 >>> from streamer.settings import Settings
 >>> logic = StudentLogic(Settings(data_dir=tempfile.mkdtemp(), warmup_labels=5), Catalogue.load())
 >>> sent = []
->>> async def send(topic, key, value): sent.append((topic, key))
+>>> async def send(topic, key, value, headers=()): sent.append((topic, key))
 >>> asyncio.run(logic.handle_event(orjson.dumps({"id": "1", "text": "a film"}), "events", 0, 0, 1000, send))
 >>> sent
 [('escalations', b'1')]
@@ -26,8 +26,9 @@ from typing import Any
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from streamer.observability.metrics import WorkerMetrics
-from streamer.records import (ESCALATIONS, EVENTS, LABELS, PREDICTIONS, Catalogue, Rejection, decode, encode,
-                              escalation, student_prediction)
+from streamer.records import (ESCALATIONS, EVENTS, LABELS, PREDICTIONS, Catalogue, Rejection, encode, escalation,
+                              student_prediction)
+from streamer.records.codec import decode_event
 from streamer.records.signing import decode_label, sign
 from streamer.settings import Settings
 from streamer.tasks import get_task
@@ -35,7 +36,7 @@ from streamer.triage import Triage, build_triage, triage_config
 from streamer.triage.checkpoint import (Checkpoint, lock_checkpoint, read_checkpoint, serialize_checkpoint,
                                         write_checkpoint_bytes)
 from streamer.triage.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP
-from streamer.workers.runtime import Send, send_dead_letter
+from streamer.workers.runtime import Headers, Send, send_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ class StudentState:
             self.lock = lock_checkpoint(settings.student_checkpoint)
             triage = self._restore()
         self.triage = triage or build_triage(settings)
-        #: event id -> (deadline, provisional prediction) while the teacher has not answered
-        self.pending: dict[str, tuple[float, dict[str, Any]]] = {}
+        #: event id -> (deadline, provisional prediction, the event's headers) while the teacher has not answered
+        self.pending: dict[str, tuple[float, dict[str, Any], Headers]] = {}
 
     def _restore(self) -> Triage | None:
         settings = self.settings
@@ -128,7 +129,7 @@ class StudentLogic:
         self.task = get_task(settings.task)
         self.state = StudentState(settings, triage)
         self.triage = self.state.triage
-        self.metrics = metrics or WorkerMetrics("student")
+        self.metrics = metrics or WorkerMetrics("student", settings.namespace)
         self.metrics.agreement_target.set(settings.target)
         # label children bound once: they are touched for every event
         self._answered = self.metrics.predictions.labels(source="student")
@@ -141,19 +142,23 @@ class StudentLogic:
         self._max_weight = 1.0 / rate if rate > 0 else 1.0
 
     async def handle_event(self, value: bytes | None, topic: str, partition: int, offset: int,
-                           timestamp_ms: int, send: Send) -> None:
-        """Route one ``events`` record: a prediction, an escalation, or a dead letter.
+                           timestamp_ms: int, send: Send, *, key: bytes | None = None, headers: Headers = ()) -> None:
+        """Route one input record: a prediction, an escalation, or a dead letter.
 
-        Any failure on this record alone (decoding, the student, encoding, a record too large to produce) sends it
-        to ``dead-letter`` with the reason and the exception type; the worker carries on.
+        The id and text are read where the settings say (``id_field``, ``text_field``; the Kafka ``key`` is the id
+        when the value has none); the record's ``headers`` ride along to its escalation and its prediction. Any
+        failure on this record alone (decoding, the student, encoding, a record too large to produce) sends it to
+        ``dead-letter`` with the reason and the exception type; the worker carries on.
         """
-        event = decode(value, self.events_spec, self.settings.max_text_bytes)
+        settings = self.settings
+        event = decode_event(value, key, self.events_spec, settings.max_text_bytes, id_field=settings.id_field,
+                             text_field=settings.text_field)
         if isinstance(event, Rejection):
             await send_dead_letter(self.metrics, send, value, event, topic, partition, offset)
             return
         try:
-            out_topic, record = self._decide(event, timestamp_ms)
-            await send(out_topic, event["id"].encode(), encode(record))
+            out_topic, record = self._decide(event, timestamp_ms, headers)
+            await send(out_topic, event["id"].encode(), encode(record), headers)
         except Exception as exc:
             if isinstance(exc, KafkaError) and not isinstance(exc, MessageSizeTooLargeError):
                 raise  # the broker, not this record: the worker's own recovery handles it
@@ -168,7 +173,7 @@ class StudentLogic:
         else:
             self._escalated[record["reason"]].inc()
 
-    def _decide(self, event: dict[str, Any], timestamp_ms: int) -> tuple[str, dict[str, Any]]:
+    def _decide(self, event: dict[str, Any], timestamp_ms: int, headers: Headers) -> tuple[str, dict[str, Any]]:
         """Where one valid event goes and the record it gets there (a pending provisional answer is noted)."""
         triage = self.triage
         self.metrics.events.inc()
@@ -185,7 +190,7 @@ class StudentLogic:
             answer = self.task.enrich(student_prediction(event, route.label, route.confidence, triage.student.version,
                                                          route.threshold, timestamp_ms, provisional=True),
                                       event["text"])
-            self.state.pending[event["id"]] = (time.monotonic() + self.settings.teacher_timeout, answer)
+            self.state.pending[event["id"]] = (time.monotonic() + self.settings.teacher_timeout, answer, headers)
         return ESCALATIONS, record
 
     def learn_label(self, value: bytes | None) -> bool:
@@ -218,10 +223,10 @@ class StudentLogic:
     async def publish_provisional(self, send: Send, now: float | None = None) -> int:
         """The student's answer, marked provisional, for escalations the teacher has not answered in time."""
         now = time.monotonic() if now is None else now
-        expired = [event_id for event_id, (deadline, _) in self.state.pending.items() if deadline <= now]
+        expired = [event_id for event_id, (deadline, _, _) in self.state.pending.items() if deadline <= now]
         for event_id in expired:
-            _, answer = self.state.pending.pop(event_id)
-            await send(PREDICTIONS, event_id.encode(), encode(answer))
+            _, answer, headers = self.state.pending.pop(event_id)
+            await send(PREDICTIONS, event_id.encode(), encode(answer), headers)
             self.metrics.predictions.labels(source="provisional").inc()
         if expired:
             log.info("teacher late: published %d provisional student answers (teacher_timeout %.1f s)",

@@ -33,12 +33,11 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from streamer.kafka.clients import KafkaClients
 from streamer.records import EVENTS, LABELS
-from streamer.workers.runtime import Send, WorkerRuntime
+from streamer.workers.runtime import Headers, Send, WorkerRuntime
 from streamer.workers.student_logic import StudentLogic
 
 log = logging.getLogger(__name__)
 
-GROUP_ID = "babybear-student"
 COMMIT_INTERVAL = 1.0
 GAUGE_INTERVAL = 1.0
 #: How often the worker looks for new ``labels`` partitions and for missing topics (seconds).
@@ -52,6 +51,7 @@ class StudentWorker:
         self.logic = logic
         self.settings = logic.settings
         self.clients = KafkaClients(logic.settings)
+        self.names = logic.settings.topics
         self.runtime = WorkerRuntime(self.settings, logic.metrics, ready_file=ready_file, summary=logic.log_summary,
                                      on_broker_lost=lambda: logic.state.checkpoint("broker lost"))
         self._processed: dict[TopicPartition, int] = {}
@@ -79,7 +79,7 @@ class StudentWorker:
                             consumer.seek(tp, offsets[tp.partition])
                         else:
                             await consumer.seek_to_beginning(tp)
-                    log.info("following %d partitions of %s from offsets %s", len(followed), LABELS,
+                    log.info("following %d partitions of %s from offsets %s", len(followed), self.names[LABELS],
                              {tp.partition: offsets.get(tp.partition, 0) for tp in sorted(followed)})
                 if not followed:
                     await asyncio.sleep(TOPIC_CHECK_INTERVAL)
@@ -97,13 +97,16 @@ class StudentWorker:
     async def _new_label_partitions(self, consumer: AIOKafkaConsumer,
                                     followed: set[TopicPartition]) -> set[TopicPartition]:
         cluster = await consumer._client.fetch_all_metadata()  # fresh metadata, without auto-creating the topic
-        labels = cluster.partitions_for_topic(LABELS) or set()
-        for topic in (LABELS, EVENTS):
-            if not cluster.partitions_for_topic(topic):
-                log.warning("topic %s does not exist on %s yet: waiting for it (create the topics with `streamer "
-                            "topics create`)%s", topic, self.settings.broker_url,
-                            "; until then this student learns nothing" if topic == LABELS else "")
-        return {TopicPartition(LABELS, p) for p in labels} - followed
+        labels_topic = self.names[LABELS]
+        labels = cluster.partitions_for_topic(labels_topic) or set()
+        for name in (LABELS, EVENTS):
+            if not cluster.partitions_for_topic(self.names[name]):
+                log.warning("topic %s does not exist on %s yet: waiting for it (%s)%s", self.names[name],
+                            self.settings.broker_url,
+                            "create the topics with `streamer topics create`" if self.names.owned(name)
+                            else "it is your input topic", "; until then this student learns nothing"
+                            if name == LABELS else "")
+        return {TopicPartition(labels_topic, p) for p in labels} - followed
 
     async def commit(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition] | None = None) -> None:
         """Commit processed offsets once every record produced so far is acknowledged by the broker.
@@ -143,7 +146,8 @@ class StudentWorker:
             if tp not in self._assigned:
                 continue  # revoked: its new owner reads these
             for m in messages:
-                await self.logic.handle_event(m.value, tp.topic, tp.partition, m.offset, m.timestamp, send)
+                await self.logic.handle_event(m.value, tp.topic, tp.partition, m.offset, m.timestamp, send, key=m.key,
+                                              headers=m.headers)
                 self._processed[tp] = m.offset + 1
 
     async def run(self) -> int:
@@ -151,10 +155,11 @@ class StudentWorker:
         settings, logic, runtime = self.settings, self.logic, self.runtime
         stop = runtime.stop_on_signals()
         producer = self.clients.producer()
-        consumer = self.clients.consumer(GROUP_ID, max_poll_records=settings.student_batch_size)
+        group = self.names.group("student")
+        consumer = self.clients.consumer(group, max_poll_records=settings.student_batch_size)
 
-        async def send(topic: str, key: bytes | None, value: bytes) -> None:
-            self._acks.append(await producer.send(topic, value, key=key))
+        async def send(topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
+            self._acks.append(await producer.send(self.names[topic], value, key=key, headers=list(headers) or None))
 
         def gauges() -> None:
             logic.update_gauges()
@@ -168,9 +173,9 @@ class StudentWorker:
             timers["provisional"] = (min(settings.teacher_timeout / 2, 1.0), lambda: logic.publish_provisional(send))
 
         await producer.start()
-        consumer.subscribe([EVENTS], listener=_Rebalance(self, consumer))
+        consumer.subscribe([self.names[EVENTS]], listener=_Rebalance(self, consumer))
         await consumer.start()
-        log.info("student worker consuming %s in group %s", EVENTS, GROUP_ID)
+        log.info("student worker consuming %s in group %s", self.names[EVENTS], group)
         tasks = [asyncio.create_task(self.follow_labels(), name="follow-labels"),
                  asyncio.create_task(runtime.run_background(timers), name="background")]
         last_commit = time.monotonic()

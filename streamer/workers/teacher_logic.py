@@ -14,7 +14,7 @@ record is alone: those go to ``dead-letter`` (``teacher_error``), the rest are a
 ...     def predict(self, texts): return [("pos", 0.9) for _ in texts]
 >>> logic = TeacherLogic(Settings(), Catalogue.load(), Stub())
 >>> sent = []
->>> async def send(topic, key, value): sent.append((topic, key))
+>>> async def send(topic, key, value, headers=()): sent.append((topic, key))
 >>> esc = {"id": "e1", "text": "fine", "event": {}, "reason": "warmup", "student_label": None,
 ...        "student_confidence": 0.0, "student_version": 0, "threshold": 0.9, "weight": 1.0,
 ...        "event_time": 1, "escalated_time": 2}
@@ -39,7 +39,7 @@ from streamer.records import (ESCALATIONS, LABELS, PREDICTIONS, Catalogue, Rejec
 from streamer.records.signing import decode_label
 from streamer.settings import Settings
 from streamer.tasks import get_task
-from streamer.workers.runtime import Send, send_dead_letter
+from streamer.workers.runtime import Headers, Send, send_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Incoming:
     topic: str
     partition: int
     offset: int
+    headers: Headers = ()
 
 
 def load_configured_teacher(settings: Settings) -> Labeller:
@@ -79,7 +80,7 @@ class TeacherLogic:
         self.settings = settings
         self.task = get_task(settings.task)
         self.teacher = teacher
-        self.metrics = metrics or WorkerMetrics("teacher")
+        self.metrics = metrics or WorkerMetrics("teacher", settings.namespace)
         self.spec, self.labels_spec = catalogue[ESCALATIONS], catalogue[LABELS]
         self._label_key = settings.label_key.encode() if settings.label_key else None
         self._answered = self.metrics.predictions.labels(source="teacher")
@@ -114,7 +115,7 @@ class TeacherLogic:
             key = record["id"].encode()
             answer = self.task.enrich(teacher_prediction(record, label, confidence, self.teacher.version),
                                       record["text"])
-            await send(PREDICTIONS, key, encode(answer))
+            await send(PREDICTIONS, key, encode(answer), m.headers)
             await send(LABELS, key, encode(label_record(record, label, self.teacher.version)))
             self._answered.inc()
             self._latency.observe(max(answer["decided_time"] - answer["event_time"], 0) / 1e3)

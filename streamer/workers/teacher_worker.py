@@ -27,7 +27,7 @@ import faust
 
 from streamer.records import DEAD_LETTER, ESCALATIONS, LABELS, PREDICTIONS
 from streamer.workers.faust_app import consumer_lags, make_app, raw_topic
-from streamer.workers.runtime import WorkerRuntime
+from streamer.workers.runtime import Headers, WorkerRuntime
 from streamer.workers.teacher_logic import Incoming, TeacherLogic
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ class DeliveredSend:
         self.topics = topics
         self.pending: list[Awaitable[Any]] = []
 
-    async def __call__(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self.pending.append(await self.topics[topic].send(key=key, value=value))
+    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
+        self.pending.append(await self.topics[topic].send(key=key, value=value, headers=list(headers) or None))
 
     async def delivered(self) -> None:
         """Wait until the broker has acknowledged every record sent so far (raises if one was not delivered)."""
@@ -59,14 +59,15 @@ def build_teacher_app(logic: TeacherLogic, ready_file: Path | None = None) -> fa
     settings = logic.settings
     app = make_app(settings, "teacher")
     runtime = WorkerRuntime(settings, logic.metrics, ready_file=ready_file, summary=logic.log_summary)
-    send = DeliveredSend({name: raw_topic(app, name) for name in (PREDICTIONS, LABELS, DEAD_LETTER)})
+    names = settings.topics
+    send = DeliveredSend({name: raw_topic(app, names[name]) for name in (PREDICTIONS, LABELS, DEAD_LETTER)})
 
     async def handle(stream: faust.StreamT, size: int, within: float,
                      step: Callable[[list[Incoming], DeliveredSend], Awaitable[None]], what: str) -> None:
         async for batch in stream.take_events(size, within=within):
             try:
-                await step([Incoming(ev.message.value, ev.message.topic, ev.message.partition, ev.message.offset)
-                            for ev in batch], send)
+                await step([Incoming(ev.message.value, ev.message.topic, ev.message.partition, ev.message.offset,
+                                     ev.message.headers or ()) for ev in batch], send)
                 await send.delivered()
             except Exception:
                 # Faust would ack the batch's events once this generator is closed, and then commit them:
@@ -75,11 +76,11 @@ def build_teacher_app(logic: TeacherLogic, ready_file: Path | None = None) -> fa
                               "committing it", len(batch), what, EXIT_BATCH_FAILED)
                 os._exit(EXIT_BATCH_FAILED)
 
-    @app.agent(raw_topic(app, ESCALATIONS), name="teacher")
+    @app.agent(raw_topic(app, names[ESCALATIONS]), name="teacher")
     async def teacher_agent(stream: faust.StreamT) -> None:
         await handle(stream, settings.teacher_batch_size, settings.teacher_max_wait, logic.answer, "escalations")
 
-    @app.agent(raw_topic(app, LABELS), name="label-audit")
+    @app.agent(raw_topic(app, names[LABELS]), name="label-audit")
     async def label_audit_agent(stream: faust.StreamT) -> None:
         await handle(stream, LABEL_AUDIT_BATCH, settings.teacher_max_wait, logic.audit_labels, "labels")
 
