@@ -255,14 +255,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         serve_metrics(settings, student.metrics)
         return asyncio.run(StudentWorker(student, ready_file=args.ready_file).run())
-    from streamer.workers.faust_app import run_worker
     from streamer.workers.teacher_logic import TeacherLogic, load_configured_teacher
-    from streamer.workers.teacher_worker import build_teacher_app
+    from streamer.workers.teacher_worker import TeacherWorker
 
     logic = TeacherLogic(settings, catalogue, load_configured_teacher(settings))
     serve_metrics(settings, logic.metrics)
-    run_worker(build_teacher_app(logic, ready_file=args.ready_file), settings)
-    return 0
+    return asyncio.run(TeacherWorker(logic, ready_file=args.ready_file).run())
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:

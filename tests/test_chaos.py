@@ -194,4 +194,6 @@ def test_scaling_with_clean_stops_answers_every_event_once(tmp_path, quick_teach
         workers.stop()
     assert codes == [0, 0]
     assert {e["id"] for e in good} - set(answers) == set()
-    assert {i: len(rs) for i, rs in answers.items() if len(rs) != 1} == {}
+    twice = {i: [(r["source"], r.get("escalation_reason"), r["decided_time"]) for r in rs]
+             for i, rs in answers.items() if len(rs) != 1}
+    assert twice == {}, (len(twice), sorted(twice.items())[:5])

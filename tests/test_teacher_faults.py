@@ -21,7 +21,6 @@ from streamer.models.teacher import Teacher, TeacherNotFound
 from streamer.records.catalogue import Catalogue
 from streamer.settings import Settings
 from streamer.tasks import get_task
-from streamer.workers.faust_app import make_app
 from streamer.workers.teacher_logic import Incoming, TeacherLogic, load_configured_teacher
 
 MARK = "POISON"
@@ -223,9 +222,3 @@ def test_a_bad_teacher_class_is_a_clear_one_line_error(teachers_module, path, me
     with pytest.raises(TeacherNotFound) as raised:
         get_task("classify").load_teacher("unused-model", teacher_class=path.format(module=teachers_module))
     assert message in str(raised.value) and "\n" not in str(raised.value)
-
-
-@pytest.mark.parametrize("codec, expected", [("none", None), ("gzip", "gzip"), ("zstd", "zstd")])
-def test_the_faust_producer_compresses_with_the_configured_codec(tmp_path, codec, expected):
-    app = make_app(Settings(data_dir=tmp_path, compression_type=codec), "teacher")
-    assert app.conf.producer_compression_type == expected

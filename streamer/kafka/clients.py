@@ -1,4 +1,4 @@
-"""One place that turns the settings into Kafka clients: aiokafka producers, consumers, admin, Faust credentials.
+"""One place that turns the settings into Kafka clients: aiokafka producers and consumers.
 
 Security (SASL, TLS) is built here once, for every client of every worker and command.
 
@@ -71,15 +71,3 @@ class KafkaClients:
                            heartbeat_interval_ms=int(s.heartbeat_interval * 1000))
         options.update(overrides)
         return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **options, **self.security())
-
-    def faust_credentials(self) -> Any:
-        """Faust credentials for the same security settings, or ``None`` for plain text."""
-        import faust
-
-        s = self.settings
-        if s.sasl_mechanism:
-            return faust.SASLCredentials(username=s.sasl_username, password=s.sasl_password,
-                                         mechanism=s.sasl_mechanism, ssl_context=self.security().get("ssl_context"))
-        if s.security_protocol == "SSL":
-            return faust.SSLCredentials(self.security()["ssl_context"])
-        return None

@@ -39,7 +39,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def logging_config(level: str, log_format: str) -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` for stderr in ``log_format`` (used by commands and Faust workers)."""
+    """A ``logging.config.dictConfig`` for stderr in ``log_format`` (used by every command and worker)."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {LOG_FORMATS}, got {log_format!r}")
     formatter: dict[str, Any] = ({"()": JsonFormatter} if log_format == "json" else {"format": TEXT_FORMAT})

@@ -1,4 +1,4 @@
-"""What every worker process shares, whatever its transport (plain aiokafka or Faust).
+"""What every worker process shares, around its transport.
 
 * ``Send``: how decision logic hands a record to a producer, so the same logic runs on the
   broker and in process against a collecting ``send`` (tests, ``streamer evaluate``);
@@ -92,7 +92,7 @@ class WorkerRuntime:
             Path(self.ready_file).touch()
 
     def stop_on_signals(self) -> asyncio.Event:
-        """An event set on SIGTERM or Ctrl-C (for transports that do not handle signals themselves)."""
+        """An event set on SIGTERM or Ctrl-C: the worker then stops consuming, commits and exits."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
