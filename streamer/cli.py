@@ -211,9 +211,11 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     names = settings.topics
     if args.action == "show":
         for spec in catalogue:
-            owner = "" if names.owned(spec.name) else " (your input topic: never created or altered)"
+            if not names.owned(spec.name):
+                print(f"{names[spec.name]:24} your input topic: read as it is, never created or altered")
+                continue
             print(f"{names[spec.name]:24} partitions={spec.partitions} cleanup={spec.cleanup_policy} "
-                  f"retention_ms={spec.retention_ms} key: {spec.key}{owner}")
+                  f"retention_ms={spec.retention_ms} key: {spec.key}")
         return 0
     result = asyncio.run(create_topics(catalogue, settings.bootstrap_servers, KafkaClients(settings).security(),
                                        names=names))
