@@ -61,6 +61,12 @@ def _data_source(parser: argparse.ArgumentParser, default: str | None) -> None:
     group.add_argument("--file", type=Path, help="your own CSV or JSONL file")
 
 
+def _split_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", choices=["teacher", "stream", "all"],
+                        help="rows of --file: shuffled with a fixed seed and split as the shipped datasets are, the "
+                             "teacher trains on its 40 %% and evaluate replays the other 60 %% by default; all: every row")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamer", description="Cheap inference triage on a Kafka stream.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _task_flag(p)
     _data_source(p, None)
+    _split_flag(p)
     p.add_argument("--steps", type=int, help="optimizer steps (default 300; 80 for bbc_news)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=8e-5)
@@ -142,9 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     _task_flag(p)
     _triage_flags(p)
     _data_source(p, None)
+    _split_flag(p)
     p.add_argument("--events", type=int, help="use at most this many events")
     p.add_argument("--teacher-model", help="teacher to evaluate against (default: the trained one for the dataset)")
     p.add_argument("--sweep", action="store_true", help="one run per target from 0.85 to 0.99")
+    p.add_argument("--seeds", type=int, help="replay with N audit seeds (0..N-1) and report mean, spread and how many "
+                                             "held the target")
     p.add_argument("--plot", type=Path, help="draw the run (or the sweep's trade-off curve) to this PNG")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
 
@@ -304,7 +314,7 @@ def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
 
     task = get_task(settings.task)
     if args.file is not None:
-        examples, name = load_examples(file=args.file, split="all"), args.file.stem
+        examples, name = load_examples(file=args.file, split=args.split or "teacher"), args.file.stem
     else:
         name = resolve_dataset(task, args.dataset)
         examples = load_examples(name, split="teacher")
@@ -383,7 +393,10 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             print("streamer: --file needs --teacher-model (train one with `streamer teacher train --file`)",
                   file=sys.stderr)
             return 2
-        name, examples = args.file.stem, load_examples(file=args.file, split="all", limit=args.events)
+        split = args.split or "stream"
+        name, examples = args.file.stem, load_examples(file=args.file, split=split, limit=args.events)
+        print(f"replaying the {split} split of {args.file}: {len(examples)} rows"
+              + (" (the rows `streamer teacher train --file` does not train on)" if split == "stream" else ""))
     else:
         name = resolve_dataset(task, args.dataset)
         examples = load_examples(name, split="stream", limit=args.events)
@@ -394,9 +407,15 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     results = []
     for kind in task.evaluation_students(settings.student):
         chosen = settings.replace(student=kind)
-        results += evaluate.sweep(examples, labels, chosen) if args.sweep else [evaluate.replay(examples, labels, chosen)]
+        if args.sweep:
+            results += evaluate.sweep(examples, labels, chosen)
+        else:
+            results += [evaluate.replay(examples, labels, chosen.replace(seed=seed)) for seed in range(args.seeds or 1)]
     print(f"{name}: {len(examples)} events, teacher {teacher_model}")
     print(evaluate.format_table(results))
+    seeds = evaluate.over_seeds(results) if args.seeds else None
+    if seeds:
+        print(evaluate.format_seeds(seeds))
     if args.plot:
         title = f"{name}, {settings.policy} policy"
         if args.sweep:
@@ -406,7 +425,10 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"plot written to {args.plot}")
     if args.json:
         body: Any = [r.summary() for r in results] if len(results) > 1 else results[0].summary()
-        print(orjson.dumps({"dataset": name, "teacher_model": teacher_model, "results": body}).decode())
+        out = {"dataset": name, "teacher_model": teacher_model, "results": body}
+        if seeds:
+            out["over_seeds"] = seeds
+        print(orjson.dumps(out).decode())
     return 0
 
 

@@ -59,3 +59,36 @@ def test_teacher_labels_are_computed_once_and_cached(quick_teacher, tmp_path):
     assert len(labels) == 40 and set(labels) <= {"fresh", "rotten"}
     assert len(list(tmp_path.glob("teacher-labels-*.json"))) == 1
     assert evaluate.teacher_labels(quick_teacher, few, tmp_path, progress=False) == labels
+
+
+def test_seeds_report_mean_spread_and_how_many_held_the_target():
+    runs = [evaluate.replay(EXAMPLES[:1500], GOLD[:1500], Settings(policy="online", target=0.9, seed=s))
+            for s in range(3)]
+    [summary] = evaluate.over_seeds(runs)
+    assert summary["seeds"] == 3 and summary["student"] == "nb" and summary["target"] == 0.9
+    assert summary["saved_pct_mean"] == pytest.approx(sum(r.teacher_calls_saved_pct for r in runs) / 3, abs=0.01)
+    assert summary["held_target"] == sum(r.agreement_with_teacher >= 0.9 for r in runs)
+    assert "held the target in" in evaluate.format_seeds([summary])
+
+
+def test_a_users_file_is_split_as_the_shipped_datasets_are(tmp_path, quick_teacher, capsys):
+    import csv
+
+    import orjson
+
+    from streamer.cli import main
+
+    path = tmp_path / "mine.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows([ex.text, ex.label] for ex in EXAMPLES[:300])
+    teacher_rows = {e.text for e in load_examples(file=path, split="teacher")}
+    stream_rows = {e.text for e in load_examples(file=path, split="stream")}
+    assert len(teacher_rows) == 120 and len(stream_rows) == 180 and not teacher_rows & stream_rows
+    code = main(["evaluate", "--file", str(path), "--teacher-model", quick_teacher, "--seeds", "2", "--json",
+                 "--data-dir", str(tmp_path / "data"), "--warmup-labels", "20"])
+    out = capsys.readouterr().out
+    report = orjson.loads(out.strip().splitlines()[-1])
+    assert code == 0 and "replaying the stream split" in out and "180 rows" in out
+    assert [r["events"] for r in report["results"]] == [180, 180] and report["over_seeds"][0]["seeds"] == 2

@@ -11,6 +11,7 @@ immediate: an escalated event's label is learned before the next event is routed
 from __future__ import annotations
 
 import hashlib
+import statistics
 import sys
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -147,6 +148,32 @@ def sweep(examples: list[Example], labels: list[str], settings: Settings,
           targets: tuple[float, ...] = SWEEP_TARGETS) -> list[EvalResult]:
     """One replay per target: the savings/agreement trade-off."""
     return [replay(examples, labels, settings.replace(target=t)) for t in targets]
+
+
+def over_seeds(results: list[EvalResult]) -> list[dict[str, Any]]:
+    """Per student kind and target: mean and spread of savings and agreement over the seeds' replays, and how
+    many seeds held the target (realised agreement at or above it)."""
+    groups: dict[tuple[str, float], list[EvalResult]] = {}
+    for r in results:
+        groups.setdefault((r.student, r.target), []).append(r)
+    out = []
+    for (student, target), runs in groups.items():
+        saved = [r.teacher_calls_saved_pct for r in runs]
+        agreement = [r.agreement_with_teacher for r in runs]
+        out.append({"student": student, "target": target, "seeds": len(runs),
+                    "saved_pct_mean": round(statistics.fmean(saved), 2),
+                    "saved_pct_stdev": round(statistics.pstdev(saved), 2),
+                    "agreement_mean": round(statistics.fmean(agreement), 4),
+                    "agreement_min": min(agreement),
+                    "held_target": sum(a >= target for a in agreement)})
+    return out
+
+
+def format_seeds(summaries: list[dict[str, Any]]) -> str:
+    """The :func:`over_seeds` figures as lines of text."""
+    return "\n".join(f"{s['student']} @ target {s['target']:.2f} over {s['seeds']} seeds: saved {s['saved_pct_mean']:.1f} % "
+                     f"(± {s['saved_pct_stdev']:.1f}), agreement {s['agreement_mean']:.4f} (min {s['agreement_min']:.4f}), "
+                     f"held the target in {s['held_target']} of {s['seeds']}" for s in summaries)
 
 
 def format_table(results: list[EvalResult]) -> str:
