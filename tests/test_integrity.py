@@ -193,3 +193,12 @@ def test_student_memory_is_bounded_by_hashed_features():
         s.learn(" ".join(f"w{i}x{j}" for j in range(30)), "a" if i % 2 else "b")
     features = s.model["MultinomialNB"].feature_counts
     assert 0 < len(features) <= FEATURE_BUCKETS and all(isinstance(f, int) for f in features)
+
+
+def test_a_periodic_checkpoint_written_by_a_forked_writer_restores_the_student(tmp_path):
+    logic = student(tmp_path, checkpoint_path=tmp_path / "bg.ckpt")
+    version = logic.triage.student.version
+    run(logic.state.checkpoint_in_background("periodic"))
+    restored = read_checkpoint(tmp_path / "bg.ckpt")
+    assert restored.triage.student.version == version
+    assert restored.triage.student.predict("wonderful film") == logic.triage.student.predict("wonderful film")

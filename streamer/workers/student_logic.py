@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from typing import Any
@@ -111,14 +112,34 @@ class StudentState:
         self._written(why, write_checkpoint_bytes(self.settings.student_checkpoint, body), pickled_ms, started)
 
     async def checkpoint_in_background(self, why: str) -> None:
-        """Write the checkpoint with only the snapshot (pickling) on the event loop; the file work runs in a
-        thread, so heartbeats and the hot path keep going."""
-        started = time.perf_counter()
-        body = self._serialize()
-        pickled_ms = 1e3 * (time.perf_counter() - started)
-        size = await asyncio.to_thread(write_checkpoint_bytes, self.settings.student_checkpoint, body)
-        self._written(why, size, pickled_ms, started)
+        """Write the checkpoint without holding up the event loop for the pickling of a large student.
 
+        Where ``os.fork`` exists, a forked child (a copy-on-write snapshot of this moment) pickles and writes it
+        while the worker goes on; the loop pays only for the fork. Elsewhere the pickling runs on the loop and the
+        file work in a thread.
+        """
+        started = time.perf_counter()
+        if not hasattr(os, "fork"):
+            body = self._serialize()
+            blocked_ms = 1e3 * (time.perf_counter() - started)
+            size = await asyncio.to_thread(write_checkpoint_bytes, self.settings.student_checkpoint, body)
+            self._written(why, size, blocked_ms, started)
+            return
+        pid = os.fork()
+        if pid == 0:  # the child: pickle, write, leave (no logging, no cleanup of the parent's clients)
+            try:
+                size = write_checkpoint_bytes(self.settings.student_checkpoint, self._serialize())
+                os._exit(0 if size else 1)
+            except BaseException:  # noqa: BLE001 - reported through the exit status
+                os._exit(1)
+        blocked_ms = 1e3 * (time.perf_counter() - started)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.warning("checkpoint (%s) failed in its writer process (status %d); writing it on the event loop",
+                        why, os.waitstatus_to_exitcode(status))
+            self.checkpoint(why)
+            return
+        self._written(why, self.settings.student_checkpoint.stat().st_size, blocked_ms, started)
 
 class StudentLogic:
     """Routing, learning and provisional answers of one student worker, with its metrics."""
