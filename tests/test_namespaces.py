@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -106,3 +107,32 @@ def test_two_namespaced_cascades_read_their_own_topics(tmp_path, settings, quick
         reasons = [orjson.loads(m.value())["reason"] for m in dead[ns]]
         assert reasons == ["schema"] * BAD, (ns, reasons)
         assert all(orjson.loads(m.value())["source_topic"] == CASCADES[ns][1] for m in dead[ns])
+
+
+def test_a_student_started_before_its_topics_exist_waits_with_a_message_then_works(tmp_path, librdkafka_records):
+    """A fresh broker without any topic: the worker says what it waits for, then answers once they exist."""
+    from streamer.kafka import EmbeddedBroker, free_port
+    from streamer.kafka.topic_io import produce
+    from streamer.settings import Settings
+
+    with EmbeddedBroker(port=free_port(), log_file=tmp_path / "broker.log") as broker:
+        s = Settings(broker=broker.url, data_dir=tmp_path / "data", namespace="late", warmup_labels=0,
+                     policy="fixed", threshold=0.0)
+        procs = WorkerProcesses(s, s.broker_url, "unused", tmp_path)
+        procs.start("student")
+        try:
+            log = tmp_path / "student.log"
+            deadline = time.monotonic() + 60
+            while "does not exist" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+                time.sleep(0.5)
+            waiting = log.read_text()
+            asyncio.run(create_topics(Catalogue.load(), s.bootstrap_servers, names=s.topics))
+            procs.wait_ready(timeout=120)
+            asyncio.run(produce(s, "late.events", [orjson.dumps({"id": f"x{i}", "text": "fine"}) for i in range(20)],
+                                progress=False))
+            escalated = librdkafka_records(s, "late.escalations", 20, timeout=60)
+            procs.check_alive()
+        finally:
+            procs.stop()
+    assert "topic late.labels does not exist" in waiting and "streamer topics create" in waiting
+    assert len(escalated) == 20  # an untrained student escalates: the worker is consuming
