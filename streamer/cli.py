@@ -406,7 +406,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
                                      task=settings.task, teacher_class=settings.teacher_class)
     results = []
     for kind in task.evaluation_students(settings.student):
-        chosen = settings.replace(student=kind)
+        chosen = settings.replace(student=kind, teacher_model=teacher_model)
         if args.sweep:
             results += evaluate.sweep(examples, labels, chosen)
         else:

@@ -35,8 +35,9 @@ def broker(tmp_path: Path):
 
 
 @pytest.fixture()
-def settings(tmp_path: Path, broker: EmbeddedBroker) -> Settings:
-    return Settings(broker=broker.url, data_dir=tmp_path / "data")
+def settings(tmp_path: Path, broker: EmbeddedBroker, quick_teacher: str) -> Settings:
+    """Settings for the test's broker; the default student reads the test teacher's distilled embeddings."""
+    return Settings(broker=broker.url, data_dir=tmp_path / "data", teacher_model=quick_teacher)
 
 
 @pytest.fixture(scope="session")

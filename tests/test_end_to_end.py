@@ -50,7 +50,7 @@ async def collect(settings, topic, want, timeout=60.0):
 
 
 def test_bad_input_goes_to_dead_letter_with_its_reason(tmp_path, settings):
-    workers = WorkerProcesses(settings, settings.broker_url, "unused", tmp_path)
+    workers = WorkerProcesses(settings, settings.broker_url, settings.teacher_model_ref, tmp_path)
     workers.start("student")
     try:
         workers.wait_ready(timeout=90)

@@ -17,9 +17,15 @@ EXAMPLES = load_examples("rotten_tomatoes", split="stream", limit=3000)
 GOLD = [e.label for e in EXAMPLES]
 
 
+@pytest.fixture(scope="module")
+def base(quick_teacher: str) -> Settings:
+    """The default student reads the test teacher's distilled embeddings."""
+    return Settings(teacher_model=quick_teacher)
+
+
 @pytest.mark.parametrize("policy", ["fixed", "paper", "online"])
-def test_each_policy_saves_calls_and_counts_consistently(policy):
-    s = Settings(policy=policy, threshold=0.9, target=0.9, calibration_events=600, warmup_labels=100)
+def test_each_policy_saves_calls_and_counts_consistently(policy, base):
+    s = base.replace(policy=policy, threshold=0.9, target=0.9, calibration_events=600, warmup_labels=100)
     r = evaluate.replay(EXAMPLES, GOLD, s)
     assert r.events == 3000 and 0 < r.teacher_calls < 3000
     assert r.teacher_calls_saved_pct == pytest.approx(100 * (1 - r.teacher_calls / 3000), abs=0.01)
@@ -32,22 +38,22 @@ def test_each_policy_saves_calls_and_counts_consistently(policy):
     assert len(r.curve["events"]) == 60
 
 
-def test_online_policy_lands_near_its_target_on_real_text():
-    r = evaluate.replay(EXAMPLES, GOLD, Settings(policy="online", target=0.9))
+def test_online_policy_lands_near_its_target_on_real_text(base):
+    r = evaluate.replay(EXAMPLES, GOLD, base.replace(policy="online", target=0.9))
     assert r.agreement_second_half == pytest.approx(0.9, abs=0.03)
 
 
-def test_sweep_trades_savings_for_agreement():
-    results = evaluate.sweep(EXAMPLES[:1500], GOLD[:1500], Settings(policy="online"), targets=(0.85, 0.95))
+def test_sweep_trades_savings_for_agreement(base):
+    results = evaluate.sweep(EXAMPLES[:1500], GOLD[:1500], base.replace(policy="online"), targets=(0.85, 0.95))
     low, high = results
     assert low.teacher_calls_saved_pct > high.teacher_calls_saved_pct
     assert low.agreement_with_teacher < high.agreement_with_teacher
     assert "saved %" in evaluate.format_table(results)
 
 
-def test_plots_are_written(tmp_path):
+def test_plots_are_written(tmp_path, base):
     pytest.importorskip("matplotlib")
-    r = evaluate.replay(EXAMPLES[:500], GOLD[:500], Settings())
+    r = evaluate.replay(EXAMPLES[:500], GOLD[:500], base)
     evaluate.plot_run(r, tmp_path / "run.png", "t")
     evaluate.plot_sweep([r, r], tmp_path / "sweep.png", "t")
     assert (tmp_path / "run.png").stat().st_size > 1000 and (tmp_path / "sweep.png").stat().st_size > 1000
@@ -61,11 +67,11 @@ def test_teacher_labels_are_computed_once_and_cached(quick_teacher, tmp_path):
     assert evaluate.teacher_labels(quick_teacher, few, tmp_path, progress=False) == labels
 
 
-def test_seeds_report_mean_spread_and_how_many_held_the_target():
-    runs = [evaluate.replay(EXAMPLES[:1500], GOLD[:1500], Settings(policy="online", target=0.9, seed=s))
+def test_seeds_report_mean_spread_and_how_many_held_the_target(base):
+    runs = [evaluate.replay(EXAMPLES[:1500], GOLD[:1500], base.replace(policy="online", target=0.9, seed=s))
             for s in range(3)]
     [summary] = evaluate.over_seeds(runs)
-    assert summary["seeds"] == 3 and summary["student"] == "nb" and summary["target"] == 0.9
+    assert summary["seeds"] == 3 and summary["student"] == "embed-nb" and summary["target"] == 0.9
     assert summary["saved_pct_mean"] == pytest.approx(sum(r.teacher_calls_saved_pct for r in runs) / 3, abs=0.01)
     assert summary["held_target"] == sum(r.agreement_with_teacher >= 0.9 for r in runs)
     assert "held the target in" in evaluate.format_seeds([summary])

@@ -109,7 +109,8 @@ def test_two_namespaced_cascades_read_their_own_topics(tmp_path, settings, quick
         assert all(orjson.loads(m.value())["source_topic"] == CASCADES[ns][1] for m in dead[ns])
 
 
-def test_a_student_started_before_its_topics_exist_waits_with_a_message_then_works(tmp_path, librdkafka_records):
+def test_a_student_started_before_its_topics_exist_waits_with_a_message_then_works(tmp_path, librdkafka_records,
+                                                                                  quick_teacher):
     """A fresh broker without any topic: the worker says what it waits for, then answers once they exist."""
     from streamer.kafka import EmbeddedBroker, free_port
     from streamer.kafka.topic_io import produce
@@ -117,8 +118,8 @@ def test_a_student_started_before_its_topics_exist_waits_with_a_message_then_wor
 
     with EmbeddedBroker(port=free_port(), log_file=tmp_path / "broker.log") as broker:
         s = Settings(broker=broker.url, data_dir=tmp_path / "data", namespace="late", warmup_labels=0,
-                     policy="fixed", threshold=0.0)
-        procs = WorkerProcesses(s, s.broker_url, "unused", tmp_path)
+                     policy="fixed", threshold=0.0, teacher_model=quick_teacher)
+        procs = WorkerProcesses(s, s.broker_url, s.teacher_model_ref, tmp_path)
         procs.start("student")
         try:
             log = tmp_path / "student.log"

@@ -162,7 +162,7 @@ def test_nothing_is_lost_through_bad_input_crashes_and_a_teacher_outage(tmp_path
 
 def test_sigterm_stops_gracefully_and_writes_a_checkpoint(tmp_path, settings, topic_records):
     read_all = topic_records
-    workers = WorkerProcesses(settings, settings.broker_url, "unused", tmp_path)
+    workers = WorkerProcesses(settings, settings.broker_url, settings.teacher_model_ref, tmp_path)
     workers.start("student")
     try:
         workers.wait_ready(timeout=90)
@@ -183,7 +183,7 @@ def test_sigterm_stops_gracefully_and_writes_a_checkpoint(tmp_path, settings, to
 
 
 def test_worker_exits_with_a_clear_message_when_the_broker_goes_away(tmp_path, broker, settings):
-    workers = WorkerProcesses(settings, settings.broker_url, "unused", tmp_path,
+    workers = WorkerProcesses(settings, settings.broker_url, settings.teacher_model_ref, tmp_path,
                               env={"STREAMER_BROKER_TIMEOUT": "4"})
     workers.start("student")
     workers.wait_ready(timeout=90)

@@ -1,6 +1,8 @@
 """One contract, checked on every student kind of every task (as River checks every estimator).
 
-A new student kind registered with a task is picked up here without any other change.
+A new student kind registered with a task is picked up here without any other change. Every student is
+built with the (briefly trained) test teacher: the embedding student reads its distilled embeddings, the
+others ignore it.
 """
 
 from __future__ import annotations
@@ -25,32 +27,33 @@ def sample(task: Task) -> list:
     return load_examples(task.default_dataset, split="stream", limit=SAMPLE)
 
 
-def trained(task: Task, kind: str, n: int = SAMPLE) -> Student:
-    student = task.new_student(kind)
+def trained(task: Task, kind: str, teacher: str, n: int = SAMPLE) -> Student:
+    student = task.new_student(kind, teacher_model=teacher)
     for ex in sample(task)[:n]:
         student.learn(ex.text, ex.label)
     return student
 
 
 @pytest.fixture(params=KINDS, ids=[f"{task.name}:{kind}" for task, kind in KINDS])
-def task_kind(request) -> tuple[Task, str]:
-    return request.param
+def task_kind(request, quick_teacher: str) -> tuple[Task, str, str]:
+    """A task, one of its student kinds, and the teacher model students are built with."""
+    return (*request.param, quick_teacher)
 
 
 def test_a_student_follows_the_protocol_and_names_its_kind(task_kind):
-    task, kind = task_kind
-    student = task.new_student(kind)
+    task, kind, teacher = task_kind
+    student = task.new_student(kind, teacher_model=teacher)
     assert isinstance(student, Student) and student.kind == kind and student.version == 0
 
 
 def test_an_untrained_student_has_no_answer(task_kind):
-    task, kind = task_kind
-    assert task.new_student(kind).predict(sample(task)[0].text) == (None, 0.0)
+    task, kind, teacher = task_kind
+    assert task.new_student(kind, teacher_model=teacher).predict(sample(task)[0].text) == (None, 0.0)
 
 
 def test_confidence_is_a_probability_and_version_counts_labels(task_kind):
-    task, kind = task_kind
-    student = task.new_student(kind)
+    task, kind, teacher = task_kind
+    student = task.new_student(kind, teacher_model=teacher)
     labels = {ex.label for ex in sample(task)}
     for i, ex in enumerate(sample(task)):
         label, confidence = student.predict(ex.text)
@@ -64,8 +67,8 @@ def test_confidence_is_a_probability_and_version_counts_labels(task_kind):
 
 
 def test_state_round_trip_gives_the_same_answers(task_kind):
-    task, kind = task_kind
-    student = trained(task, kind, 150)
+    task, kind, teacher = task_kind
+    student = trained(task, kind, teacher, 150)
     restored = task.restore_student(pickle.loads(pickle.dumps(student.state())))
     assert (restored.kind, restored.version) == (kind, 150)
     probes = [ex.text for ex in sample(task)[150:]]
@@ -75,8 +78,8 @@ def test_state_round_trip_gives_the_same_answers(task_kind):
 
 
 def test_a_checkpoint_of_the_triage_round_trips(task_kind, tmp_path: Path):
-    task, kind = task_kind
-    settings = Settings(task=task.name, student=kind, warmup_labels=20)
+    task, kind, teacher = task_kind
+    settings = Settings(task=task.name, student=kind, warmup_labels=20, teacher_model=teacher)
     triage = build_triage(settings)
     for ex in sample(task)[:100]:
         route = triage.route(ex.text)
@@ -90,10 +93,11 @@ def test_a_checkpoint_of_the_triage_round_trips(task_kind, tmp_path: Path):
 
 
 def test_the_same_seed_replays_identically(task_kind):
-    task, kind = task_kind
+    task, kind, teacher = task_kind
 
     def replay(seed: int) -> list:
-        triage = build_triage(Settings(task=task.name, student=kind, warmup_labels=30, seed=seed, audit_rate=0.2))
+        triage = build_triage(Settings(task=task.name, student=kind, warmup_labels=30, seed=seed, audit_rate=0.2,
+                                          teacher_model=teacher))
         routes = []
         for ex in sample(task):
             route = triage.route(ex.text)

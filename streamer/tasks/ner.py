@@ -13,7 +13,6 @@ separated by single spaces. Predictions gain an ``entities`` list with character
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import Any
 
 from streamer.datasets import Example
@@ -26,7 +25,7 @@ from streamer.tasks.base import Task
 class NERTask(Task):
     name = "ner"
     description = "named-entity recognition: a BIO tag per space-separated token"
-    students = {"ner": partial(NERStudent, binary=False), "ner-binary": partial(NERStudent, binary=True)}
+    students = {"ner": lambda _: NERStudent(binary=False), "ner-binary": lambda _: NERStudent(binary=True)}
     student_classes = {"ner": NERStudent, "ner-binary": NERStudent}
     datasets = ("wnut16",)
     teacher_class = NERTeacher

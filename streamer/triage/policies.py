@@ -22,6 +22,7 @@ the event was routed (``observe``) and exposes the current ``threshold``.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from typing import Protocol
 
@@ -144,14 +145,16 @@ class OnlinePolicy(BasePolicy):
     """
 
     name = "online"
+    z = 0.0  # policies checkpointed before the bound existed
 
     def __init__(self, target: float, audit_rate: float = 0.05, initial_threshold: float = 0.9,
-                 window: int = 5000, label_window: int = 3000, bins: int = 50, update_every: int = 50,
-                 margin: float = 0.0) -> None:
+                 window: int = 5000, label_window: int = 1500, bins: int = 50, update_every: int = 50,
+                 margin: float = 0.0, z: float = 0.5) -> None:
         if not 0.0 < audit_rate <= 1.0:
             raise ValueError("the online policy needs an audit rate in (0, 1]")
         self.target = target
         self.margin = margin
+        self.z = z
         self.bins = bins
         self._audit_rate = audit_rate
         self._threshold = initial_threshold
@@ -184,6 +187,11 @@ class OnlinePolicy(BasePolicy):
 
     def calibration(self) -> tuple[list[float], list[float], list[int]]:
         """Bin lower edges, the fitted agreement of each bin, and the recent events in each bin."""
+        edges, fitted, counts, _, _ = self._bins()
+        return edges, fitted, counts
+
+    def _bins(self) -> tuple[list[float], list[float], list[int], list[float], list[float]]:
+        """:meth:`calibration` plus each bin's sum of label weights and of their squares."""
         confs = sorted(self.confidences)
         n = len(confs)
         edges = sorted({confs[(k * n) // self.bins] for k in range(self.bins)}) if n else [0.0]
@@ -193,27 +201,44 @@ class OnlinePolicy(BasePolicy):
             counts[bisect.bisect_right(edges, c) - 1] += 1
         agree_w = [0.0] * len(edges)
         total_w = [0.0] * len(edges)
+        square_w = [0.0] * len(edges)
         for c, agree, w in self.labelled:
             b = bisect.bisect_right(edges, c) - 1
             total_w[b] += w
+            square_w[b] += w * w
             agree_w[b] += w if agree else 0.0
-        return edges, isotonic(agree_w, total_w), counts
+        return edges, isotonic(agree_w, total_w), counts, total_w, square_w
 
     def pick_threshold(self) -> tuple[float, float | None]:
         """The lowest bin edge whose expected agreement holds the target, and that agreement."""
         if not self.confidences or not self.labelled:
             return self._threshold, None
-        edges, fitted, counts = self.calibration()
+        edges, fitted, counts, total_w, square_w = self._bins()
         n = sum(counts)
         goal = self.target + self.margin
-        wrong = 0.0
+        wrong = answered = weights = squares = 0.0
         best, best_agreement = 1.0 + 1e-9, 1.0  # answer nothing if even the top bin is too often wrong
         for b in range(len(edges) - 1, -1, -1):
             wrong += counts[b] * (1.0 - fitted[b])
-            if 1.0 - wrong / n < goal:
+            answered += counts[b]
+            weights += total_w[b]
+            squares += square_w[b]
+            agreement = 1.0 - wrong / n
+            if agreement - self.z * self._error_spread(wrong, answered, weights, squares, n) < goal:
                 break
-            best, best_agreement = edges[b], 1.0 - wrong / n
+            best, best_agreement = edges[b], agreement
         return best, best_agreement
+
+    @staticmethod
+    def _error_spread(wrong: float, answered: float, weights: float, squares: float, n: int) -> float:
+        """Standard error of the estimated disagreement share when the events above a candidate threshold are
+        answered: their error rate is estimated from labels of effective size (sum w)^2 / sum w^2 (audits
+        weigh 1/audit_rate, so a few of them count for little), with one pseudo-error against zero."""
+        if answered <= 0:
+            return 0.0
+        effective = weights * weights / squares if squares > 0 else 0.0
+        rate = (wrong / answered * effective + 1.0) / (effective + 2.0)
+        return answered / n * math.sqrt(rate * (1.0 - rate) / max(effective, 1.0))
 
 
 def isotonic(agree_w: list[float], total_w: list[float]) -> list[float]:

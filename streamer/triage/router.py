@@ -82,5 +82,6 @@ def build_triage(settings: "Settings") -> Triage:
     """A fresh student and threshold policy as ``settings`` describe them."""
     policy = build_policy(settings.policy, threshold=settings.threshold, target=settings.target,
                           audit_rate=settings.audit_rate, calibration_events=settings.calibration_events)
-    student = get_task(settings.task).new_student(settings.student_kind)
+    student = get_task(settings.task).new_student(settings.student_kind, teacher_model=settings.teacher_model_ref,
+                                                  data_dir=settings.data_dir)
     return Triage(student, policy, warmup_labels=settings.warmup_labels, seed=settings.seed)

@@ -104,10 +104,9 @@ class WorkerProcesses:
         ready = self.run_dir / f"{name}.ready"
         ready.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "streamer", "worker", role, "--broker", self.broker_url,
-               "--ready-file", str(ready), "--data-dir", str(self.settings.data_dir)]
-        if role == "teacher":
-            cmd += ["--teacher-model", self.teacher_model]
-        else:  # a checkpoint of this run only: the embedded broker forgets everything between runs
+               "--ready-file", str(ready), "--data-dir", str(self.settings.data_dir),
+               "--teacher-model", self.teacher_model]  # students read the teacher's distilled embeddings
+        if role != "teacher":  # a checkpoint of this run only: the embedded broker forgets everything between runs
             cmd += ["--checkpoint-path", str(self.run_dir / f"{name}.ckpt")]
         if name in self.metrics_ports:
             cmd += ["--metrics-port", str(self.metrics_ports[name])]
