@@ -6,7 +6,7 @@ to a transformer teacher whose labels feed back so the student keeps learning.
 The triage runs in process too (the workers run exactly this):
 
 >>> import streamer
->>> settings = streamer.Settings(policy="fixed", threshold=0.8, warmup_labels=4)
+>>> settings = streamer.Settings(policy="fixed", threshold=0.8, warmup_labels=4, student="nb")
 >>> triage = streamer.build_triage(settings)
 >>> for text, label in [("a warm funny film", "fresh"), ("a dull boring mess", "rotten")] * 4:
 ...     route = triage.route(text)

@@ -8,7 +8,7 @@ when the teacher answers elsewhere (in a batch, another service, a human).
 >>> import streamer
 >>> def teacher(texts):  # any Teacher, or a callable: texts -> [(label, confidence)]
 ...     return [("fresh" if "good" in t or "fun" in t else "rotten", 0.99) for t in texts]
->>> cascade = streamer.Cascade(streamer.Settings(warmup_labels=20, policy="fixed", threshold=0.8), teacher)
+>>> cascade = streamer.Cascade(streamer.Settings(warmup_labels=20, policy="fixed", threshold=0.8, student="nb"), teacher)
 >>> answers = [cascade.answer(t) for t in ["a good fun film", "a dull bad mess"] * 30]
 >>> answers[0].source, answers[-1].source, answers[-1].label
 ('teacher', 'student', 'rotten')
@@ -92,7 +92,7 @@ class Cascade:
 
     def answer_many(self, texts: Sequence[str]) -> list[Answer]:
         """:meth:`answer` for several texts; the escalated ones go to the teacher in one batch."""
-        routes = [self.route(t) for t in texts]
+        routes = self.triage.route_many(texts)
         escalated = [i for i, r in enumerate(routes) if r.escalate]
         labels = dict(zip(escalated, self.ask_teacher([texts[i] for i in escalated]))) if escalated else {}
         answers = []

@@ -40,7 +40,7 @@ def test_each_policy_saves_calls_and_counts_consistently(policy, base):
 
 def test_online_policy_lands_near_its_target_on_real_text(base):
     r = evaluate.replay(EXAMPLES, GOLD, base.replace(policy="online", target=0.9))
-    assert r.agreement_second_half == pytest.approx(0.9, abs=0.03)
+    assert 0.9 - 0.01 <= r.agreement_second_half <= 0.9 + 0.06  # the policy's bound errs above the target
 
 
 def test_sweep_trades_savings_for_agreement(base):

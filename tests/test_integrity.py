@@ -32,7 +32,10 @@ class Collector:
 
 
 def student(tmp_path: Path, **options) -> StudentLogic:
-    settings = Settings(data_dir=tmp_path, warmup_labels=0, **{"policy": "online", "audit_rate": 0.05, **options})
+    """A student worker's logic with a naive Bayes student (these tests are about the labels and checkpoints around
+    any student; ``test_student_contract`` covers every kind's own checkpoints)."""
+    settings = Settings(data_dir=tmp_path, warmup_labels=0, student="nb",
+                        **{"policy": "online", "audit_rate": 0.05, **options})
     logic = StudentLogic(settings, Catalogue.load(), triage=build_triage(settings))
     for text, label in TRAINING:
         logic.triage.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
@@ -106,7 +109,7 @@ def test_with_a_label_key_escalations_are_signed_and_only_signed_labels_are_lear
 def test_the_teacher_group_reports_bad_labels_once(tmp_path):
     from streamer.workers.teacher_logic import Incoming, TeacherLogic
 
-    settings = Settings(data_dir=tmp_path, label_key="secret")
+    settings = Settings(data_dir=tmp_path, label_key="secret", student="nb")
     esc = escalate(student(tmp_path, label_key="secret", threshold=1.0), "d")
     teacher = TeacherLogic(settings, Catalogue.load(), teacher=None)  # auditing labels needs no model
     send = Collector()
@@ -137,7 +140,7 @@ def test_predictions_say_whether_they_are_final(tmp_path):
 
 
 def checkpointed(tmp_path: Path) -> Path:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, student="nb")
     triage = build_triage(settings)
     triage.learn("fine", "pos", student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
     path = tmp_path / "ckpt" / "student.ckpt"

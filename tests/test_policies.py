@@ -51,8 +51,11 @@ def test_paper_policy_escalates_the_prefix_then_picks_the_closed_form_threshold(
     assert sum(agree for _, agree in tail) / len(tail) == pytest.approx(0.9, abs=0.02)
 
 
-def second_half_agreement(target: float, seed: int, events: int = 30000) -> tuple[float, float, OnlinePolicy]:
-    p = OnlinePolicy(target=target, audit_rate=0.05, initial_threshold=0.95)
+def second_half_agreement(target: float, seed: int, events: int = 30000,
+                          z: float = 0.0) -> tuple[float, float, OnlinePolicy]:
+    """Realised agreement and savings over the second half; ``z`` 0 is the plain estimate (no bound). The synthetic
+    student never drifts, so the policy keeps a longer window of labels than its default."""
+    p = OnlinePolicy(target=target, audit_rate=0.05, initial_threshold=0.95, z=z, label_window=3000)
     second = simulate(p, events, seed=seed)[events // 2:]
     realised = sum(agree for _, agree in second) / len(second)
     saved = sum(answered for answered, _ in second) / len(second)
@@ -76,6 +79,18 @@ def test_online_policy_follows_other_targets(target):
     realised = [second_half_agreement(target, seed)[0] for seed in range(4)]
     assert sum(realised) / len(realised) == pytest.approx(target, abs=0.01)
     assert all(abs(r - target) < 0.02 for r in realised)
+
+
+@pytest.mark.parametrize("target", [0.85, 0.9, 0.95])
+def test_the_default_confidence_bound_keeps_the_policy_at_or_above_its_target(target):
+    """The default policy (z = 0.5) answers only where a lower bound of the estimate holds the target: it lands
+    at or a little above the target, never below, and saves less than the plain estimate."""
+    bounded = [second_half_agreement(target, seed, z=OnlinePolicy(target).z) for seed in range(4)]
+    plain = [second_half_agreement(target, seed) for seed in range(4)]
+    realised = [r for r, _, _ in bounded]
+    assert all(r >= target - 0.005 for r in realised), realised
+    assert sum(realised) / len(realised) <= target + 0.03
+    assert sum(s for _, s, _ in bounded) < sum(s for _, s, _ in plain)
 
 
 def test_online_policy_needs_an_audit_rate():

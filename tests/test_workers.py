@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 import orjson
+import pytest
 
 from streamer.records.catalogue import Catalogue
 from streamer.settings import Settings
@@ -28,7 +29,7 @@ class Collector:
 
 
 def run_student(tmp_path: Path, values: list[bytes], learned=(), warmup: int = 0, **settings) -> tuple[StudentLogic, list]:
-    options = {"policy": "fixed", "threshold": 0.8, **settings}
+    options = {"policy": "fixed", "threshold": 0.8, "student": "nb", **settings}
     worker = StudentLogic(Settings(data_dir=tmp_path, warmup_labels=warmup, **options), Catalogue.load())
     for text, label in learned:
         worker.triage.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
@@ -86,6 +87,47 @@ def test_late_escalations_get_a_provisional_answer_until_the_label_arrives(tmp_p
     assert asyncio.run(go()) == 1
     [(topic, key, record)] = send.sent
     assert topic == "predictions" and key == b"a" and record["provisional"] is True and record["source"] == "student"
+
+
+def test_a_batch_is_predicted_at_once_and_one_failing_text_costs_only_its_event(tmp_path, quick_teacher):
+    """The default (embedding) student routes a consumed batch in one prediction; when that prediction fails,
+    each event is routed alone and only the one the student fails on is dead-lettered."""
+    from streamer.models.embedding_student import EmbeddingStudent
+    from streamer.workers.student_logic import InputRecord
+
+    logic = StudentLogic(Settings(data_dir=tmp_path, warmup_labels=0, policy="fixed", threshold=0.0,
+                                  teacher_model=quick_teacher), Catalogue.load())
+    assert isinstance(logic.triage.student, EmbeddingStudent)
+    for text, label in [("wonderful moving film", "fresh"), ("tedious awful mess", "rotten")] * 20:
+        logic.triage.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
+    texts = ["wonderful film", "awful mess", "BOOM", "moving film"]
+    records = [InputRecord(orjson.dumps({"id": str(i), "text": t}), "events", 0, i, 1_000) for i, t in enumerate(texts)]
+    student, calls = logic.triage.student, []
+    expected = [student.predict(t) for t in texts if t != "BOOM"]
+
+    def predict_many(batch):
+        calls.append(len(batch))
+        return EmbeddingStudent.predict_many(student, batch)
+
+    student.predict_many = predict_many
+    send = Collector()
+    asyncio.run(logic.handle_records(records[:2] + records[3:], send))
+    assert calls == [3]  # one batched prediction for three events
+    assert [(r["label"], r["confidence"]) for _, _, r in send.sent] == [
+        (label, pytest.approx(conf)) for label, conf in expected]
+
+    def predict(text):
+        if text == "BOOM":
+            raise ValueError("the model broke")
+        return EmbeddingStudent.predict_many(student, [text])[0]
+
+    student.predict_many = lambda batch: [predict(t) for t in batch]
+    student.predict = predict
+    send = Collector()
+    asyncio.run(logic.handle_records(records, send))
+    assert [(t, k) for t, k, _ in send.sent] == [("predictions", b"0"), ("predictions", b"1"),
+                                                 ("dead-letter", b"events/0/2"), ("predictions", b"3")]
+    assert send.sent[2][2]["exception"] == "ValueError"
 
 
 class StubTeacher:

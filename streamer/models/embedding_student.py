@@ -1,14 +1,19 @@
 """The embedding student: a softmax regression on the teacher's distilled static embeddings, averaged with
-naive Bayes.
+naive Bayes over the teacher's tokens.
 
-A text's vector (:class:`~streamer.models.embeddings.StaticEmbeddings`: the mean of its tokens' rows,
-distilled from the *fine-tuned* teacher, so it carries the teacher's task) is standardised with running
-statistics and fed to a softmax regression learned by SGD (learning rate decaying as 1/sqrt(t), L2). Its
-class probabilities are averaged with a naive Bayes student's (``nb-binary``, 0.7/0.3 by default): the
-embeddings generalise across words the student has never been taught, naive Bayes keeps the confidences
-steady while the regression moves (alone, the regression's confidences drift as it learns, and the
-threshold policy undershoots its target). Both halves are River classifiers (``learn_one`` /
-``predict_proba_one``; ``predict_proba_many`` embeds a batch of texts in one tokenizer call).
+A text is tokenised once, by the teacher's own tokenizer (:class:`~streamer.models.embeddings.StaticEmbeddings`,
+batched in Rust for a batch of events). Two halves read the token ids:
+
+* **embedding softmax**: the mean of the tokens' rows of the embedding table distilled from the *fine-tuned*
+  teacher (so it carries the teacher's task), standardised with running statistics, into a softmax
+  regression learned by SGD (learning rate decaying as 1/sqrt(t), L2);
+* **token naive Bayes**: multinomial naive Bayes over the text's distinct tokens and hashed token bigrams
+  (each counted once, alpha 2), as the ``nb-binary`` student does over words.
+
+Their class probabilities are averaged, 0.7/0.3 by default: the embeddings generalise to words the student
+was never taught; naive Bayes keeps the confidences steady while the regression moves (alone, the
+regression's confidences drift as it learns and the threshold policy undershoots its target). Everything is
+numpy over the token ids, so a batch of texts costs one tokenizer call and a few array operations.
 
 >>> import tempfile
 >>> from pathlib import Path
@@ -23,6 +28,8 @@ threshold policy undershoots its target). Both halves are River classifiers (``l
 >>> label, confidence = s.predict("funny warm")
 >>> label, confidence > 0.5, s.version
 ('fresh', True, 40)
+>>> s.predict_many(["funny warm", "boring dull"])[1][0]
+'rotten'
 """
 
 from __future__ import annotations
@@ -34,133 +41,169 @@ import numpy as np
 from river import base
 
 from streamer.models.embeddings import StaticEmbeddings
-from streamer.models.naive_bayes import build_pipeline, naive_bayes_probabilities
 from streamer.models.student import BaseStudent
 
-Probabilities = dict[Any, float]
+#: hashed buckets of token bigrams (beside one feature per vocabulary token)
+BIGRAM_BUCKETS = 2**18
 
 
-class EmbeddingSoftmax(base.Classifier):
-    """Softmax regression by SGD on standardised text embeddings; classes are added as they are seen.
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
 
-    ``x`` is ``{"text": ...}``; ``learning_rate / sqrt(t)`` is the step of the ``t``-th label.
-    """
 
-    def __init__(self, embeddings: StaticEmbeddings, learning_rate: float = 0.03, l2: float = 1e-4) -> None:
-        self.embeddings = embeddings
+class EmbeddingSoftmax:
+    """Softmax regression by SGD on standardised text embeddings; ``learning_rate / sqrt(t)`` is the step of the
+    ``t``-th label. Classes are indices, added by :meth:`add_class`."""
+
+    def __init__(self, dims: int, learning_rate: float = 0.03, l2: float = 1e-4) -> None:
         self.learning_rate = learning_rate
         self.l2 = l2
-        dims = embeddings.dims
-        self.classes: list[Any] = []
         self.weights = np.zeros((0, dims), dtype=np.float64)
         self.bias = np.zeros(0, dtype=np.float64)
         self.seen = 0
         self.mean = np.zeros(dims, dtype=np.float64)
         self.sum_sq = np.zeros(dims, dtype=np.float64)  # Welford's running sum of squared deviations
 
-    @property
-    def _multiclass(self) -> bool:
-        return True
+    def add_class(self) -> None:
+        self.weights = np.vstack([self.weights, np.zeros((1, self.weights.shape[1]))])
+        self.bias = np.append(self.bias, 0.0)
 
     def _standardised(self, vectors: np.ndarray) -> np.ndarray:
         scale = np.sqrt(self.sum_sq / max(self.seen - 1, 1)) + 1e-6 if self.seen > 1 else 1.0
         return (vectors - self.mean) / scale
 
-    def learn_vector(self, vector: np.ndarray, y: Any) -> None:
-        """One SGD step on an embedding (the statistics of the standardisation update first)."""
-        if y not in self.classes:
-            self.classes.append(y)
-            self.weights = np.vstack([self.weights, np.zeros((1, self.weights.shape[1]))])
-            self.bias = np.append(self.bias, 0.0)
+    def learn(self, vector: np.ndarray, y: int) -> None:
+        """One SGD step (the standardisation's statistics update first)."""
         self.seen += 1
         delta = vector - self.mean
         self.mean += delta / self.seen
         self.sum_sq += delta * (vector - self.mean)
         z = self._standardised(vector)
-        logits = self.weights @ z + self.bias
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        p[self.classes.index(y)] -= 1.0
+        p = softmax_rows((self.weights @ z + self.bias)[None, :])[0]
+        p[y] -= 1.0
         step = self.learning_rate / math.sqrt(self.seen)
         self.weights *= 1.0 - step * self.l2
         self.weights -= step * np.outer(p, z)
         self.bias -= step * p
 
-    def proba_vectors(self, vectors: np.ndarray) -> list[Probabilities]:
-        """Class probabilities of each embedding (empty before any label)."""
-        if not self.classes:
-            return [{} for _ in range(len(vectors))]
-        logits = self._standardised(vectors) @ self.weights.T + self.bias
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        return [dict(zip(self.classes, row)) for row in p.tolist()]
-
-    def learn_one(self, x: dict, y: Any) -> None:
-        self.learn_vector(self.embeddings.embed([x["text"]])[0].astype(np.float64), y)
-
-    def predict_proba_one(self, x: dict) -> Probabilities:
-        return self.proba_vectors(self.embeddings.embed([x["text"]]))[0]
-
-    def predict_proba_many(self, X: list[dict]) -> list[Probabilities]:
-        """Probabilities for a batch of ``{"text": ...}`` (one tokenizer call)."""
-        return self.proba_vectors(self.embeddings.embed([x["text"] for x in X]))
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """One row of class probabilities per embedding."""
+        return softmax_rows(self._standardised(vectors) @ self.weights.T + self.bias)
 
 
-class EmbeddingEnsemble(base.Classifier):
-    """``weight`` x :class:`EmbeddingSoftmax` + (1 - ``weight``) x a naive Bayes text pipeline, both learning
-    every label."""
+def token_features(ids: list[int], vocabulary: int) -> np.ndarray:
+    """A text's distinct features: its token ids, and its token bigrams hashed into :data:`BIGRAM_BUCKETS` after
+    them."""
+    tokens = np.asarray(ids, dtype=np.int64)
+    pairs = vocabulary + (tokens[:-1] * 1_000_003 + tokens[1:]) % BIGRAM_BUCKETS
+    return np.unique(np.concatenate((tokens, pairs)))
 
-    def __init__(self, embeddings: StaticEmbeddings, weight: float = 0.7, naive_bayes: str = "nb-binary",
-                 learning_rate: float = 0.03, l2: float = 1e-4) -> None:
+
+class TokenNaiveBayes:
+    """Multinomial naive Bayes over binary token and token-bigram features, in numpy (classes are indices)."""
+
+    def __init__(self, vocabulary: int, alpha: float = 2.0) -> None:
+        self.vocabulary = vocabulary
+        self.alpha = alpha
+        self.counts = np.zeros((0, vocabulary + BIGRAM_BUCKETS), dtype=np.float32)
+        self.totals = np.zeros(0, dtype=np.float64)
+        self.class_counts = np.zeros(0, dtype=np.float64)
+        self.known = np.zeros(vocabulary + BIGRAM_BUCKETS, dtype=bool)
+        self.features_seen = 0
+
+    def add_class(self) -> None:
+        self.counts = np.vstack([self.counts, np.zeros((1, self.counts.shape[1]), dtype=np.float32)])
+        self.totals = np.append(self.totals, 0.0)
+        self.class_counts = np.append(self.class_counts, 0.0)
+
+    def learn(self, ids: list[int], y: int) -> None:
+        features = token_features(ids, self.vocabulary)
+        self.counts[y, features] += 1.0
+        self.totals[y] += len(features)
+        self.class_counts[y] += 1.0
+        self.features_seen += int((~self.known[features]).sum())
+        self.known[features] = True
+
+    def probabilities(self, ids: list[list[int]]) -> np.ndarray:
+        """One row of class probabilities per text's token ids."""
+        features = [token_features(i, self.vocabulary) for i in ids]
+        flat = np.concatenate(features) if features else np.zeros(0, dtype=np.int64)
+        lengths = np.fromiter((len(f) for f in features), dtype=np.int64, count=len(features))
+        # log P(feature | class) of every feature occurrence, summed per text (empty texts: the prior alone)
+        log_likelihood = np.log(self.counts[:, flat] + self.alpha).T - np.log(
+            self.totals + self.alpha * max(self.features_seen, 1))
+        sums = np.zeros((len(features), len(self.totals)))
+        filled = np.flatnonzero(lengths)
+        if filled.size:
+            starts = np.concatenate(([0], np.cumsum(lengths[filled])[:-1]))
+            sums[filled] = np.add.reduceat(log_likelihood, starts, axis=0)
+        prior = np.log(self.class_counts / self.class_counts.sum())
+        return softmax_rows(sums + prior)
+
+
+class EmbeddingNaiveBayes(base.Classifier):
+    """``weight`` x :class:`EmbeddingSoftmax` + (1 - ``weight``) x :class:`TokenNaiveBayes`, both learning every
+    label; a River classifier over ``{"text": ...}`` whose ``predict_proba_many`` takes a list of them."""
+
+    def __init__(self, embeddings: StaticEmbeddings, weight: float = 0.7, learning_rate: float = 0.03,
+                 l2: float = 1e-4, alpha: float = 2.0) -> None:
         self.embeddings = embeddings
         self.weight = weight
-        self.naive_bayes = naive_bayes
         self.learning_rate = learning_rate
         self.l2 = l2
-        self.head = EmbeddingSoftmax(embeddings, learning_rate, l2)
-        self.nb = build_pipeline(naive_bayes)
+        self.alpha = alpha
+        self.classes: list[Any] = []
+        self.head = EmbeddingSoftmax(embeddings.dims, learning_rate, l2)
+        self.nb = TokenNaiveBayes(embeddings.table.shape[0], alpha)
 
     @property
     def _multiclass(self) -> bool:
         return True
 
-    def _mix(self, head: Probabilities, text: str) -> Probabilities:
-        nb = naive_bayes_probabilities(self.nb, text)
-        w = self.weight
-        return {c: w * head.get(c, 0.0) + (1.0 - w) * nb.get(c, 0.0) for c in head.keys() | nb.keys()}
-
     def learn_one(self, x: dict, y: Any) -> None:
-        self.head.learn_one(x, y)
-        self.nb.learn_one(x, y)
+        if y not in self.classes:
+            self.classes.append(y)
+            self.head.add_class()
+            self.nb.add_class()
+        ids = self.embeddings.token_ids([x["text"]])
+        index = self.classes.index(y)
+        self.head.learn(self.embeddings.mean_vectors(ids)[0].astype(np.float64), index)
+        self.nb.learn(ids[0], index)
 
-    def predict_proba_one(self, x: dict) -> Probabilities:
-        return self._mix(self.head.predict_proba_one(x), x["text"])
+    def probability_rows(self, texts: list[str]) -> np.ndarray:
+        """One row per text, one column per class of :attr:`classes` (none before any label)."""
+        if not self.classes:
+            return np.zeros((len(texts), 0))
+        ids = self.embeddings.token_ids(texts)
+        return (self.weight * self.head.probabilities(self.embeddings.mean_vectors(ids))
+                + (1.0 - self.weight) * self.nb.probabilities(ids))
 
-    def predict_proba_many(self, X: list[dict]) -> list[Probabilities]:
-        """Probabilities for a batch of ``{"text": ...}`` (the embeddings in one tokenizer call)."""
-        return [self._mix(head, x["text"]) for head, x in zip(self.head.predict_proba_many(X), X)]
+    def predict_proba_one(self, x: dict) -> dict[Any, float]:
+        return self.predict_proba_many([x])[0]
 
-
-def best(probabilities: Probabilities) -> tuple[str | None, float]:
-    """The most probable class and its probability; ``(None, 0.0)`` when there is none."""
-    if not probabilities:
-        return None, 0.0
-    label = max(probabilities, key=probabilities.__getitem__)
-    return label, min(max(float(probabilities[label]), 0.0), 1.0)
+    def predict_proba_many(self, X: list[dict]) -> list[dict[Any, float]]:
+        """Probabilities for a batch of ``{"text": ...}`` (one tokenizer call)."""
+        return [dict(zip(self.classes, row)) for row in self.probability_rows([x["text"] for x in X]).tolist()]
 
 
 class EmbeddingStudent(BaseStudent):
-    """The default classification student: :class:`EmbeddingEnsemble` on the teacher's static embeddings."""
+    """The default classification student: :class:`EmbeddingNaiveBayes` on the teacher's static embeddings."""
 
     def __init__(self, embeddings: StaticEmbeddings, kind: str = "embed-nb", **params: Any) -> None:
-        super().__init__(kind, EmbeddingEnsemble(embeddings, **params))
+        super().__init__(kind, EmbeddingNaiveBayes(embeddings, **params))
 
     def predict(self, text: str) -> tuple[str | None, float]:
-        return best(self.model.predict_proba_one({"text": text}))
+        return self.predict_many([text])[0]
 
     def predict_many(self, texts: list[str]) -> list[tuple[str | None, float]]:
-        """:meth:`predict` for a batch of texts, with the embeddings computed in one tokenizer call."""
-        return [best(p) for p in self.model.predict_proba_many([{"text": t} for t in texts])]
+        """:meth:`predict` for a batch of texts: one tokenizer call and a few array operations."""
+        if not self.model.classes:
+            return [(None, 0.0)] * len(texts)
+        rows = self.model.probability_rows(texts)
+        best = rows.argmax(axis=1)
+        classes = self.model.classes
+        return [(classes[b], min(max(float(row[b]), 0.0), 1.0)) for b, row in zip(best.tolist(), rows)]
 
     def learn_one(self, text: str, label: str) -> None:
         self.model.learn_one({"text": text}, label)

@@ -111,8 +111,11 @@ class StaticEmbeddings:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """One unit-length row per text (zeros for a text with no known token)."""
-        ids = self.token_ids(texts)
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        return self.mean_vectors(self.token_ids(texts))
+
+    def mean_vectors(self, ids: list[list[int]]) -> np.ndarray:
+        """One unit-length row per list of token ids: the mean of their rows (zeros for an empty list)."""
+        out = np.zeros((len(ids), self.dims), dtype=np.float32)
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
         filled = np.flatnonzero(lengths)
         if filled.size:
@@ -207,6 +210,11 @@ def distill_embeddings(teacher_ref: str, folder: Path, *, pca_dims: int = PCA_DI
 def ensure_embeddings(teacher_ref: str, data_dir: Path, *, progress: bool = True) -> Path:
     """The folder of ``teacher_ref``'s current embeddings, distilled now (once, under a lock) when missing or
     distilled from an older version of the teacher."""
+    local = Path(teacher_ref)
+    if not local.exists() and (teacher_ref.startswith((".", "/", "~")) or os.sep in teacher_ref and local.parent.exists()):
+        raise EmbeddingsError(f"no teacher model at {teacher_ref}: the student reads the static embeddings distilled "
+                              "from the teacher; train one with `streamer teacher train` or point --teacher-model / "
+                              "STREAMER_TEACHER_MODEL at a model directory or id")
     folder = embeddings_folder(teacher_ref, data_dir)
     version = teacher_version_of(teacher_ref)
     if read_embeddings_meta(folder).get("teacher_version") == version:

@@ -15,7 +15,6 @@ them, so a student's memory is bounded however long the stream.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from river import base, compose, feature_extraction, naive_bayes
@@ -74,24 +73,6 @@ def _joint_log_likelihood(pipeline: base.Classifier, text: str) -> dict[Any, flo
     for step in transforms:
         x = step.transform_one(x)
     return classifier.joint_log_likelihood(x)
-
-
-def naive_bayes_probabilities(pipeline: base.Classifier, text: str) -> dict[Any, float]:
-    """Every class's probability of ``text`` under a naive Bayes text pipeline (empty before any label).
-
-    >>> s = NaiveBayesStudent("nb")
-    >>> s.learn("good", "pos"); s.learn("bad", "neg")
-    >>> p = naive_bayes_probabilities(s.model, "good")
-    >>> sorted(p), round(sum(p.values()), 6)
-    (['neg', 'pos'], 1.0)
-    """
-    jll = _joint_log_likelihood(pipeline, text)
-    if not jll:
-        return {}
-    top = max(jll.values())
-    exp = {c: math.exp(v - top) for c, v in jll.items()}
-    total = sum(exp.values())
-    return {c: v / total for c, v in exp.items()}
 
 
 class NaiveBayesStudent(BaseStudent):

@@ -51,7 +51,16 @@ class Triage:
         self._rng = random.Random(seed)
 
     def route(self, text: str) -> Route:
-        label, confidence = self.student.predict(text)
+        return self._route(*self.student.predict(text))
+
+    def route_many(self, texts: list[str]) -> list[Route]:
+        """:meth:`route` for a batch of texts, in order (one batched prediction when the student has
+        ``predict_many``); the same routes as one :meth:`route` call per text with no learning in between."""
+        predict_many = getattr(self.student, "predict_many", None)
+        guesses = predict_many(texts) if predict_many else [self.student.predict(t) for t in texts]
+        return [self._route(label, confidence) for label, confidence in guesses]
+
+    def _route(self, label: str | None, confidence: float) -> Route:
         threshold = self.policy.threshold
         if self.student.version < self.warmup_labels or label is None:
             return Route(label, confidence, True, REASON_WARMUP, 1.0, threshold)

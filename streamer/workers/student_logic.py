@@ -7,7 +7,7 @@ collecting ``send``:
 >>> import asyncio, orjson, tempfile
 >>> from streamer.records import Catalogue
 >>> from streamer.settings import Settings
->>> logic = StudentLogic(Settings(data_dir=tempfile.mkdtemp(), warmup_labels=5), Catalogue.load())
+>>> logic = StudentLogic(Settings(data_dir=tempfile.mkdtemp(), warmup_labels=5, student="nb"), Catalogue.load())
 >>> sent = []
 >>> async def send(topic, key, value, headers=()): sent.append((topic, key))
 >>> asyncio.run(logic.handle_event(orjson.dumps({"id": "1", "text": "a film"}), "events", 0, 0, 1000, send))
@@ -22,7 +22,8 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
@@ -34,6 +35,7 @@ from streamer.records.signing import decode_label, sign
 from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import Triage, build_triage, triage_config
+from streamer.triage.router import Route
 from streamer.triage.checkpoint import (Checkpoint, lock_checkpoint, read_checkpoint, serialize_checkpoint,
                                         write_checkpoint_bytes)
 from streamer.triage.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP
@@ -44,6 +46,18 @@ log = logging.getLogger(__name__)
 #: Ids of the most recent labels remembered, so a label the teacher publishes again (after a crash between
 #: publishing and committing) is learned once.
 LEARNED_IDS_KEPT = 100_000
+
+
+class InputRecord(NamedTuple):
+    """One record of the input topic, as the worker consumed it."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None = None
+    headers: Headers = ()
 
 
 class StudentState:
@@ -164,41 +178,63 @@ class StudentLogic:
 
     async def handle_event(self, value: bytes | None, topic: str, partition: int, offset: int,
                            timestamp_ms: int, send: Send, *, key: bytes | None = None, headers: Headers = ()) -> None:
-        """Route one input record: a prediction, an escalation, or a dead letter.
+        """Route one input record: a prediction, an escalation, or a dead letter (see :meth:`handle_records`)."""
+        await self.handle_records([InputRecord(value, topic, partition, offset, timestamp_ms, key, headers)], send)
+
+    async def handle_records(self, records: Sequence[InputRecord], send: Send) -> None:
+        """Route a batch of input records, in order: each becomes a prediction, an escalation, or a dead letter.
 
         The id and text are read where the settings say (``id_field``, ``text_field``; the Kafka ``key`` is the id
-        when the value has none); the record's ``headers`` ride along to its escalation and its prediction. Any
-        failure on this record alone (decoding, the student, encoding, a record too large to produce) sends it to
-        ``dead-letter`` with the reason and the exception type; the worker carries on.
+        when the value has none); a record's headers ride along to its escalation and its prediction. The
+        student predicts the whole batch at once (one tokenizer call for the embedding student); should that
+        fail, each event is routed alone. Any failure on one record (decoding, the student, encoding, a record
+        too large to produce) sends it to ``dead-letter`` with the reason and the exception type; the worker
+        carries on.
         """
         settings = self.settings
-        event = decode_event(value, key, self.events_spec, settings.max_text_bytes, id_field=settings.id_field,
-                             text_field=settings.text_field)
-        if isinstance(event, Rejection):
-            await send_dead_letter(self.metrics, send, value, event, topic, partition, offset)
-            return
-        try:
-            out_topic, record = self._decide(event, timestamp_ms, headers)
-            await send(out_topic, event["id"].encode(), encode(record), headers)
-        except Exception as exc:
-            if isinstance(exc, KafkaError) and not isinstance(exc, MessageSizeTooLargeError):
-                raise  # the broker, not this record: the worker's own recovery handles it
-            log.warning("event %s/%d@%d failed (%r): dead-lettered", topic, partition, offset, exc)
-            self.state.pending.pop(event["id"], None)
-            await send_dead_letter(self.metrics, send, value, Rejection.from_exception("processing_error", exc),
-                                   topic, partition, offset)
-            return
-        if out_topic == PREDICTIONS:
-            self._answered.inc()
-            self._answer_latency.observe(max(record["decided_time"] - timestamp_ms, 0) / 1e3)
-        else:
-            self._escalated[record["reason"]].inc()
+        events = [decode_event(r.value, r.key, self.events_spec, settings.max_text_bytes, id_field=settings.id_field,
+                               text_field=settings.text_field) for r in records]
+        routes = iter(self._route_many([e["text"] for e in events if not isinstance(e, Rejection)]))
+        for r, event in zip(records, events):
+            if isinstance(event, Rejection):
+                await send_dead_letter(self.metrics, send, r.value, event, r.topic, r.partition, r.offset)
+                continue
+            route = next(routes)
+            try:
+                out_topic, record = self._decide(event, r.timestamp_ms, r.headers, route)
+                await send(out_topic, event["id"].encode(), encode(record), r.headers)
+            except Exception as exc:
+                if isinstance(exc, KafkaError) and not isinstance(exc, MessageSizeTooLargeError):
+                    raise  # the broker, not this record: the worker's own recovery handles it
+                log.warning("event %s/%d@%d failed (%r): dead-lettered", r.topic, r.partition, r.offset, exc)
+                self.state.pending.pop(event["id"], None)
+                await send_dead_letter(self.metrics, send, r.value, Rejection.from_exception("processing_error", exc),
+                                       r.topic, r.partition, r.offset)
+                continue
+            if out_topic == PREDICTIONS:
+                self._answered.inc()
+                self._answer_latency.observe(max(record["decided_time"] - r.timestamp_ms, 0) / 1e3)
+            else:
+                self._escalated[record["reason"]].inc()
 
-    def _decide(self, event: dict[str, Any], timestamp_ms: int, headers: Headers) -> tuple[str, dict[str, Any]]:
-        """Where one valid event goes and the record it gets there (a pending provisional answer is noted)."""
+    def _route_many(self, texts: list[str]) -> list[Route | None]:
+        """The batch's routes; ``None`` for each when the batched prediction fails (each is then routed alone)."""
+        if not texts:
+            return []
+        try:
+            return list(self.triage.route_many(texts))
+        except Exception as exc:  # noqa: BLE001 - one bad text must not cost the batch: route them one by one
+            log.warning("batched prediction of %d events failed (%r): routing them one by one", len(texts), exc)
+            return [None] * len(texts)
+
+    def _decide(self, event: dict[str, Any], timestamp_ms: int, headers: Headers,
+                route: Route | None = None) -> tuple[str, dict[str, Any]]:
+        """Where one valid event goes (its ``route``, or routed now) and the record it gets there (a pending
+        provisional answer is noted)."""
         triage = self.triage
         self.metrics.events.inc()
-        route = triage.route(event["text"])
+        if route is None:
+            route = triage.route(event["text"])
         if not route.escalate:
             return PREDICTIONS, self.task.enrich(student_prediction(
                 event, route.label, route.confidence, triage.student.version, route.threshold, timestamp_ms),

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamer.records import EVENTS, LABELS
 from streamer.workers.group_worker import Batches, GroupWorker
 from streamer.workers.runtime import Send, WorkerRuntime
-from streamer.workers.student_logic import StudentLogic
+from streamer.workers.student_logic import InputRecord, StudentLogic
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,13 @@ class StudentWorker(GroupWorker):
         return [self.names[EVENTS]]
 
     async def handle(self, batches: Batches, send: Send) -> None:
+        """Every record of the batch through the student at once (one batched prediction), then marked processed."""
+        records = [InputRecord(m.value, tp.topic, tp.partition, m.offset, m.timestamp, m.key, m.headers)
+                   for tp, messages in batches.items() for m in messages]
+        await self.logic.handle_records(records, send)
         for tp, messages in batches.items():
-            for m in messages:
-                await self.logic.handle_event(m.value, tp.topic, tp.partition, m.offset, m.timestamp, send, key=m.key,
-                                              headers=m.headers)
-                self.processed(tp, m.offset)
+            if messages:
+                self.processed(tp, messages[-1].offset)
 
     def timers(self, send: Send) -> dict[str, tuple[float, Any]]:
         logic, settings = self.logic, self.settings
