@@ -113,8 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
     p.add_argument("--meta", action="store_true", help="wrap each value with partition, offset and key")
 
-    p = sub.add_parser("teacher", help="the teacher model")
-    p.add_argument("action", choices=["train"])
+    p = sub.add_parser("teacher", help="the teacher model: train one, or distil its static embeddings")
+    p.add_argument("action", choices=["train", "distill"],
+                   help="train: fine-tune the default teacher (and distil its embeddings); distill: distil the "
+                        "static embeddings the default student reads from --teacher-model (or the default teacher)")
+    p.add_argument("--teacher-model", help="distill: the teacher model directory or id (env STREAMER_TEACHER_MODEL)")
     _common(p)
     _task_flag(p)
     _data_source(p, None)
@@ -313,6 +316,16 @@ def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.datasets import load_examples
 
     task = get_task(settings.task)
+    if args.action == "distill":
+        from streamer.models.embeddings import EmbeddingsError, ensure_embeddings
+
+        try:
+            folder = ensure_embeddings(settings.teacher_model_ref, settings.data_dir)
+        except EmbeddingsError as exc:
+            print(f"streamer: {exc}", file=sys.stderr)
+            return 2
+        print(f"Static embeddings of {settings.teacher_model_ref}: {folder}")
+        return 0
     if args.file is not None:
         examples, name = load_examples(file=args.file, split=args.split or "teacher"), args.file.stem
     else:

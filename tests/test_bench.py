@@ -17,9 +17,9 @@ def test_teacher_throughput_is_measured_at_each_batch_size(quick_teacher):
     assert set(figures) == {"1", "4"} and all(v > 0 for v in figures.values())
 
 
-def test_student_path_answers_every_event_from_a_warm_checkpoint(tmp_path):
+def test_student_path_answers_every_event_from_a_warm_checkpoint(tmp_path, quick_teacher):
     examples = load_examples("rotten_tomatoes", split="stream", limit=2500)
-    result = bench_student_path(Settings(data_dir=tmp_path), examples, 3000, tmp_path)
+    result = bench_student_path(Settings(data_dir=tmp_path, teacher_model=quick_teacher), examples, 3000, tmp_path)
     assert result["predictions"] == 3000 and result["events_per_s"] > 0
     assert result["peak_memory_mb"] and result["peak_memory_mb"] > 10
     assert "restored the student checkpoint" in (tmp_path / "student.log").read_text()

@@ -205,3 +205,34 @@ def test_a_periodic_checkpoint_written_by_a_forked_writer_restores_the_student(t
     restored = read_checkpoint(tmp_path / "bg.ckpt")
     assert restored.triage.student.version == version
     assert restored.triage.student.predict("wonderful film") == logic.triage.student.predict("wonderful film")
+
+
+def test_a_shutdown_checkpoint_waits_for_a_background_writer_and_keeps_the_newer_state(tmp_path, monkeypatch):
+    """A periodic checkpoint's forked writer may still run when the worker stops: the shutdown checkpoint waits
+    for it (they share the temporary file) and its newer state is the one left on disk."""
+    import os
+    import time
+
+    from streamer.workers import student_logic
+
+    path = tmp_path / "c.ckpt"
+    logic = student(tmp_path, checkpoint_path=path)
+    parent, write = os.getpid(), student_logic.write_checkpoint_bytes
+
+    def slow_in_the_writer(*args):  # the forked writer takes its time, as a large student's does
+        if os.getpid() != parent:
+            time.sleep(0.5)
+        return write(*args)
+
+    monkeypatch.setattr(student_logic, "write_checkpoint_bytes", slow_in_the_writer)
+
+    async def go() -> None:
+        periodic = asyncio.create_task(logic.state.checkpoint_in_background("periodic"))
+        await asyncio.sleep(0)  # the writer is forked with the state of this moment
+        logic.triage.learn("one more warm film", "fresh", student_label=None, student_confidence=0.0, weight=1.0,
+                           reason="warmup")
+        logic.state.checkpoint("shutdown")
+        await periodic
+
+    run(go())
+    assert read_checkpoint(path).triage.student.version == len(TRAINING) + 1

@@ -230,14 +230,15 @@ def test_two_workers_cannot_share_a_checkpoint(tmp_path: Path):
 
 
 
-def test_a_checkpoint_restores_the_student_and_keeps_the_policy_only_if_its_settings_match(tmp_path: Path):
+def test_a_checkpoint_restores_the_student_and_keeps_the_policy_only_if_its_settings_match(tmp_path: Path,
+                                                                                         quick_teacher: str):
     from streamer.records.catalogue import Catalogue
     from streamer.triage.checkpoint import Checkpoint, write_checkpoint
     from streamer.settings import Settings
     from streamer.workers.student_logic import StudentLogic
     from streamer.triage import build_triage, triage_config
 
-    settings = Settings(data_dir=tmp_path, target=0.9)
+    settings = Settings(data_dir=tmp_path, target=0.9, teacher_model=quick_teacher)
     triage = build_triage(settings)
     for text, label in [("warm funny film", "fresh"), ("dull boring mess", "rotten")] * 5:
         triage.learn(text, label, student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")

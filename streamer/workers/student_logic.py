@@ -36,8 +36,9 @@ from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import Triage, build_triage, triage_config
 from streamer.triage.router import Route
-from streamer.triage.checkpoint import (Checkpoint, lock_checkpoint, read_checkpoint, serialize_checkpoint,
-                                        write_checkpoint_bytes)
+from streamer.models.embeddings import EmbeddingsError
+from streamer.triage.checkpoint import (Checkpoint, CheckpointError, lock_checkpoint, read_checkpoint,
+                                        serialize_checkpoint, write_checkpoint_bytes)
 from streamer.triage.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP
 from streamer.workers.runtime import Headers, Send, send_dead_letter
 
@@ -74,12 +75,20 @@ class StudentState:
             self.lock = lock_checkpoint(settings.student_checkpoint)
             triage = self._restore()
         self.triage = triage or build_triage(settings)
+        self._writer: int | None = None  # a forked checkpoint writer still running
         #: event id -> (deadline, provisional prediction, the event's headers) while the teacher has not answered
         self.pending: dict[str, tuple[float, dict[str, Any], Headers]] = {}
 
     def _restore(self) -> Triage | None:
         settings = self.settings
-        checkpoint = read_checkpoint(settings.student_checkpoint, trust_legacy=settings.trust_legacy_checkpoint)
+        try:
+            checkpoint = read_checkpoint(settings.student_checkpoint, trust_legacy=settings.trust_legacy_checkpoint)
+        except CheckpointError as exc:
+            if not isinstance(exc.__cause__, EmbeddingsError):
+                raise
+            log.warning("the checkpoint's student was built on other embeddings than the teacher's now (%s): starting "
+                        "a fresh student and relearning every label", exc.__cause__)
+            return None
         if checkpoint is None:
             return None
         triage, self.label_offsets = checkpoint.triage, checkpoint.label_offsets
@@ -118,8 +127,19 @@ class StudentState:
                  "all", why, self.settings.student_checkpoint, self.triage.student.version, size / 1e3, pickled_ms,
                  1e3 * (time.perf_counter() - started))
 
+    def _wait_for_writer(self) -> None:
+        """Let a forked checkpoint writer that is still running finish first: both write through the same temporary
+        file, and the older snapshot must not replace the newer checkpoint."""
+        pid, self._writer = self._writer, None
+        if pid is not None:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:  # already reaped
+                pass
+
     def checkpoint(self, why: str) -> None:
         """Write the checkpoint now, blocking (shutdown, broker lost)."""
+        self._wait_for_writer()
         started = time.perf_counter()
         body = self._serialize()
         pickled_ms = 1e3 * (time.perf_counter() - started)
@@ -146,8 +166,15 @@ class StudentState:
                 os._exit(0 if size else 1)
             except BaseException:  # noqa: BLE001 - reported through the exit status
                 os._exit(1)
+        self._writer = pid
         blocked_ms = 1e3 * (time.perf_counter() - started)
-        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        try:
+            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        except ChildProcessError:  # reaped by a blocking checkpoint (shutdown), which wrote a newer one
+            return
+        finally:
+            if self._writer == pid:
+                self._writer = None
         if os.waitstatus_to_exitcode(status) != 0:
             log.warning("checkpoint (%s) failed in its writer process (status %d); writing it on the event loop",
                         why, os.waitstatus_to_exitcode(status))
