@@ -212,7 +212,8 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
         memory = workers.peak_memory_mb()
         report = tally.report(seconds)
         report.update(get_task(settings.task).live_figures(tally.expected, list(tally.predictions.values())))
-        report.update(task=settings.task, dataset=dataset, teacher_model=teacher_model, policy=settings.policy, target=settings.target,
+        report.update(task=settings.task, dataset=dataset, teacher_model=teacher_model, student=settings.student_kind,
+                      policy=settings.policy, target=settings.target,
                       rate_limit=rate or None, max_in_flight=max_in_flight, peak_memory_mb=memory, logs=str(run_dir))
         if page is not None:
             if on_report is not None:
@@ -237,7 +238,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         "",
         f"BabyBear demo on {report['dataset']}: {report['events']} events in {report['seconds']} s "
-        f"({report['events_per_s']} events/s)",
+        f"({report['events_per_s']} events/s), student {report.get('student', 'n/a')}",
         f"  predictions           {report['predictions']} (missing {report['missing']}, duplicates {report['duplicates']})",
         f"  answered by student   {report['answered_by_student']}   by teacher {report['answered_by_teacher']} "
         f"(of which audits {report['audits']})",
