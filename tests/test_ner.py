@@ -89,4 +89,4 @@ def test_ner_stream_on_the_embedded_broker(tmp_path, quick_ner_teacher, settings
         assert len(p["label"].split(" ")) == len(text.split(" "))
         assert all(text[e["start"]:e["end"]] == e["text"] for e in p["entities"])
     assert sum(bool(p["entities"]) for p in preds) > 0
-    assert Settings(task="ner").student_kind == "ner"
+    assert Settings(task="ner").student_kind == "ner-embed"

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from river import naive_bayes
 
 from streamer.models.bio import OUTSIDE
+from streamer.models.embeddings import StaticEmbeddings
 from streamer.models.student import BaseStudent, hashed, most_probable
 
 
@@ -60,26 +62,53 @@ def token_features(tokens: list[str], i: int) -> dict[str, int]:
     return feats
 
 
+#: random hyperplanes per sign code of a word's embedding, and codes per word (see :meth:`NERStudent.word_codes`)
+CODE_BITS, CODES = 8, 3
+
+
 class NERStudent(BaseStudent):
     """Per-token naive Bayes over :func:`token_features`; a sentence's confidence is its least sure token's.
 
     ``binary`` is the reference's policy: the student may only answer sentences it tags
     entirely ``O`` (its confidence is 0 for any sentence in which it sees an entity).
+    With ``embeddings`` (the teacher's distilled static embeddings: kind ``ner-embed``), each token
+    also gets the sign codes of its word's embedding under fixed random hyperplanes, its own and the
+    previous word's: words the teacher treats alike share codes, so what the student learns about
+    one entity carries over to words it has never seen.
     """
 
-    def __init__(self, binary: bool = False) -> None:
-        super().__init__("ner-binary" if binary else "ner", naive_bayes.MultinomialNB(alpha=0.5))
+    embeddings: StaticEmbeddings | None = None  # students restored from before embeddings have none
+
+    def __init__(self, binary: bool = False, embeddings: StaticEmbeddings | None = None) -> None:
+        kind = "ner-binary" if binary else "ner-embed" if embeddings is not None else "ner"
+        super().__init__(kind, naive_bayes.MultinomialNB(alpha=0.5))
         self.binary = binary
         self.hashed = True  # students restored from before hashing (no such attribute) keep plain feature names
+        self.embeddings = embeddings
+        self.planes = (np.random.default_rng(0).normal(size=(embeddings.dims, CODE_BITS * CODES))
+                       if embeddings is not None else None)
 
-    def features(self, tokens: list[str], i: int) -> dict[Any, int] | dict[Any, float]:
-        """Token ``i``'s features, hashed into bounded buckets."""
+    def word_codes(self, tokens: list[str]) -> list[list[str]] | None:
+        """Each word's :data:`CODES` sign codes of :data:`CODE_BITS` bits (``None`` without embeddings)."""
+        if self.embeddings is None:
+            return None
+        signs = (self.embeddings.embed(tokens) @ self.planes > 0).tolist()
+        return [["".join("1" if b else "0" for b in row[k * CODE_BITS:(k + 1) * CODE_BITS]) for k in range(CODES)]
+                for row in signs]
+
+    def features(self, tokens: list[str], i: int,
+                 codes: list[list[str]] | None = None) -> dict[Any, int] | dict[Any, float]:
+        """Token ``i``'s features (with its word's embedding codes when given), hashed into bounded buckets."""
         feats = token_features(tokens, i)
+        if codes is not None:
+            feats.update({f"code{k}={code}": 1 for k, code in enumerate(codes[i])})
+            feats[f"prev_code={codes[i - 1][0] if i > 0 else '<s>'}"] = 1
         return hashed(feats) if getattr(self, "hashed", False) else feats
 
     def tag(self, tokens: list[str]) -> list[tuple[str, float]]:
         """The most probable tag of each token and its probability."""
-        return [most_probable(self.model.joint_log_likelihood(self.features(tokens, i)))  # type: ignore[misc]
+        codes = self.word_codes(tokens)
+        return [most_probable(self.model.joint_log_likelihood(self.features(tokens, i, codes)))  # type: ignore[misc]
                 for i in range(len(tokens))]
 
     def predict(self, text: str) -> tuple[str | None, float]:
@@ -96,8 +125,10 @@ class NERStudent(BaseStudent):
         tokens, tags = text.split(" "), label.split(" ")
         if len(tokens) != len(tags):
             raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
+        codes = self.word_codes(tokens)
         for i, tag in enumerate(tags):
-            self.model.learn_one(self.features(tokens, i), tag)
+            self.model.learn_one(self.features(tokens, i, codes), tag)
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "binary": self.binary, "hashed": getattr(self, "hashed", False)}
+        return {**super().state(), "binary": self.binary, "hashed": getattr(self, "hashed", False),
+                "embeddings": self.embeddings, "planes": getattr(self, "planes", None)}

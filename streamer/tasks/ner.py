@@ -5,7 +5,7 @@ separated by single spaces. Predictions gain an ``entities`` list with character
 
 >>> task = NERTask()
 >>> task.default_student, task.default_dataset
-('ner', 'wnut16')
+('ner-embed', 'wnut16')
 >>> task.enrich({"label": "B-person O"}, "Ann sings")["entities"]
 [{'type': 'person', 'text': 'Ann', 'start': 0, 'end': 3}]
 """
@@ -25,8 +25,10 @@ from streamer.tasks.base import Task
 class NERTask(Task):
     name = "ner"
     description = "named-entity recognition: a BIO tag per space-separated token"
-    students = {"ner": lambda _: NERStudent(binary=False), "ner-binary": lambda _: NERStudent(binary=True)}
-    student_classes = {"ner": NERStudent, "ner-binary": NERStudent}
+    #: the default reads the teacher's distilled embeddings (word codes as token features)
+    students = {"ner-embed": lambda resources: NERStudent(embeddings=resources.embeddings()),
+                "ner": lambda _: NERStudent(binary=False), "ner-binary": lambda _: NERStudent(binary=True)}
+    student_classes = {"ner-embed": NERStudent, "ner": NERStudent, "ner-binary": NERStudent}
     datasets = ("wnut16",)
     teacher_class = NERTeacher
     metric = "entity F1"
