@@ -92,12 +92,22 @@ class EmbeddingSoftmax:
         return softmax_rows(self._standardised(vectors) @ self.weights.T + self.bias)
 
 
-def token_features(ids: list[int], vocabulary: int) -> np.ndarray:
-    """A text's distinct features: its token ids, and its token bigrams hashed into :data:`BIGRAM_BUCKETS` after
-    them."""
-    tokens = np.asarray(ids, dtype=np.int64)
-    pairs = vocabulary + (tokens[:-1] * 1_000_003 + tokens[1:]) % BIGRAM_BUCKETS
-    return np.unique(np.concatenate((tokens, pairs)))
+def token_features(ids: list[list[int]], vocabulary: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's distinct features, for a batch at once: its token ids, and its token bigrams hashed into
+    :data:`BIGRAM_BUCKETS` after them. Returns ``(text index, feature)`` pairs, sorted by text.
+
+    >>> rows, features = token_features([[5, 7, 5], [], [9]], vocabulary=10)
+    >>> rows.tolist(), [int(f) for f in features[rows == 0] if f < 10], features[rows == 2].tolist()
+    ([0, 0, 0, 0, 2], [5, 7], [9])
+    """
+    lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
+    tokens = np.fromiter((t for i in ids for t in i), dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(np.arange(len(ids), dtype=np.int64), lengths)
+    same = rows[:-1] == rows[1:]  # consecutive tokens of one text
+    pairs = vocabulary + (tokens[:-1][same] * 1_000_003 + tokens[1:][same]) % BIGRAM_BUCKETS
+    width = vocabulary + BIGRAM_BUCKETS
+    keys = np.unique(np.concatenate((rows * width + tokens, rows[:-1][same] * width + pairs)))
+    return keys // width, keys % width
 
 
 class TokenNaiveBayes:
@@ -118,7 +128,7 @@ class TokenNaiveBayes:
         self.class_counts = np.append(self.class_counts, 0.0)
 
     def learn(self, ids: list[int], y: int) -> None:
-        features = token_features(ids, self.vocabulary)
+        _, features = token_features([ids], self.vocabulary)
         self.counts[y, features] += 1.0
         self.totals[y] += len(features)
         self.class_counts[y] += 1.0
@@ -126,20 +136,15 @@ class TokenNaiveBayes:
         self.known[features] = True
 
     def probabilities(self, ids: list[list[int]]) -> np.ndarray:
-        """One row of class probabilities per text's token ids."""
-        features = [token_features(i, self.vocabulary) for i in ids]
-        flat = np.concatenate(features) if features else np.zeros(0, dtype=np.int64)
-        lengths = np.fromiter((len(f) for f in features), dtype=np.int64, count=len(features))
-        # log P(feature | class) of every feature occurrence, summed per text (empty texts: the prior alone)
-        log_likelihood = np.log(self.counts[:, flat] + self.alpha).T - np.log(
-            self.totals + self.alpha * max(self.features_seen, 1))
-        sums = np.zeros((len(features), len(self.totals)))
-        filled = np.flatnonzero(lengths)
-        if filled.size:
-            starts = np.concatenate(([0], np.cumsum(lengths[filled])[:-1]))
-            sums[filled] = np.add.reduceat(log_likelihood, starts, axis=0)
+        """One row of class probabilities per text's token ids (a text without tokens gets the prior)."""
+        rows, features = token_features(ids, self.vocabulary)
+        n, classes = len(ids), len(self.totals)
+        log_counts = np.log(self.counts[:, features] + self.alpha)  # classes x feature occurrences
+        sums = np.stack([np.bincount(rows, weights=log_counts[k], minlength=n) for k in range(classes)], axis=1)
+        per_text = np.bincount(rows, minlength=n)[:, None]
+        log_total = np.log(self.totals + self.alpha * max(self.features_seen, 1))
         prior = np.log(self.class_counts / self.class_counts.sum())
-        return softmax_rows(sums + prior)
+        return softmax_rows(sums - per_text * log_total + prior)
 
 
 class EmbeddingNaiveBayes(base.Classifier):
