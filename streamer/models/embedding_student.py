@@ -17,7 +17,7 @@ numpy over the token ids, so a batch of texts costs one tokenizer call and a few
 
 >>> import tempfile
 >>> from pathlib import Path
->>> from streamer.models.embeddings import StaticEmbeddings
+>>> from streamer.models.embeddings import StaticEmbeddings, Tokens
 >>> folder = Path(tempfile.mkdtemp())
 >>> _ = StaticEmbeddings.write_example(folder, ["[UNK]", "warm", "funny", "dull", "boring", "film"], dims=8)
 >>> s = EmbeddingStudent(StaticEmbeddings.load(folder))
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from river import base
 
-from streamer.models.embeddings import StaticEmbeddings
+from streamer.models.embeddings import StaticEmbeddings, Tokens
 from streamer.models.student import BaseStudent
 
 #: hashed buckets of token bigrams (beside one feature per vocabulary token)
@@ -92,21 +92,20 @@ class EmbeddingSoftmax:
         return softmax_rows(self._standardised(vectors) @ self.weights.T + self.bias)
 
 
-def token_features(ids: list[list[int]], vocabulary: int) -> tuple[np.ndarray, np.ndarray]:
+def token_features(tokens: Tokens, vocabulary: int) -> tuple[np.ndarray, np.ndarray]:
     """Each text's distinct features, for a batch at once: its token ids, and its token bigrams hashed into
     :data:`BIGRAM_BUCKETS` after them. Returns ``(text index, feature)`` pairs, sorted by text.
 
-    >>> rows, features = token_features([[5, 7, 5], [], [9]], vocabulary=10)
+    >>> rows, features = token_features(Tokens.of([[5, 7, 5], [], [9]]), vocabulary=10)
     >>> rows.tolist(), [int(f) for f in features[rows == 0] if f < 10], features[rows == 2].tolist()
     ([0, 0, 0, 0, 2], [5, 7], [9])
     """
-    lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
-    tokens = np.fromiter((t for i in ids for t in i), dtype=np.int64, count=int(lengths.sum()))
-    rows = np.repeat(np.arange(len(ids), dtype=np.int64), lengths)
+    flat = tokens.flat
+    rows = np.repeat(np.arange(len(tokens.lengths), dtype=np.int64), tokens.lengths)
     same = rows[:-1] == rows[1:]  # consecutive tokens of one text
-    pairs = vocabulary + (tokens[:-1][same] * 1_000_003 + tokens[1:][same]) % BIGRAM_BUCKETS
+    pairs = vocabulary + (flat[:-1][same] * 1_000_003 + flat[1:][same]) % BIGRAM_BUCKETS
     width = vocabulary + BIGRAM_BUCKETS
-    keys = np.unique(np.concatenate((rows * width + tokens, rows[:-1][same] * width + pairs)))
+    keys = np.unique(np.concatenate((rows * width + flat, rows[:-1][same] * width + pairs)))
     return keys // width, keys % width
 
 
@@ -127,18 +126,19 @@ class TokenNaiveBayes:
         self.totals = np.append(self.totals, 0.0)
         self.class_counts = np.append(self.class_counts, 0.0)
 
-    def learn(self, ids: list[int], y: int) -> None:
-        _, features = token_features([ids], self.vocabulary)
+    def learn(self, tokens: Tokens, y: int) -> None:
+        """Learn one text's label (``tokens`` of that text alone)."""
+        _, features = token_features(tokens, self.vocabulary)
         self.counts[y, features] += 1.0
         self.totals[y] += len(features)
         self.class_counts[y] += 1.0
         self.features_seen += int((~self.known[features]).sum())
         self.known[features] = True
 
-    def probabilities(self, ids: list[list[int]]) -> np.ndarray:
-        """One row of class probabilities per text's token ids (a text without tokens gets the prior)."""
-        rows, features = token_features(ids, self.vocabulary)
-        n, classes = len(ids), len(self.totals)
+    def probabilities(self, tokens: Tokens) -> np.ndarray:
+        """One row of class probabilities per text (a text without tokens gets the prior)."""
+        rows, features = token_features(tokens, self.vocabulary)
+        n, classes = len(tokens.lengths), len(self.totals)
         log_counts = np.log(self.counts[:, features] + self.alpha)  # classes x feature occurrences
         sums = np.stack([np.bincount(rows, weights=log_counts[k], minlength=n) for k in range(classes)], axis=1)
         per_text = np.bincount(rows, minlength=n)[:, None]
@@ -171,18 +171,18 @@ class EmbeddingNaiveBayes(base.Classifier):
             self.classes.append(y)
             self.head.add_class()
             self.nb.add_class()
-        ids = self.embeddings.token_ids([x["text"]])
+        tokens = self.embeddings.token_ids([x["text"]])
         index = self.classes.index(y)
-        self.head.learn(self.embeddings.mean_vectors(ids)[0].astype(np.float64), index)
-        self.nb.learn(ids[0], index)
+        self.head.learn(self.embeddings.mean_vectors(tokens)[0].astype(np.float64), index)
+        self.nb.learn(tokens, index)
 
     def probability_rows(self, texts: list[str]) -> np.ndarray:
         """One row per text, one column per class of :attr:`classes` (none before any label)."""
         if not self.classes:
             return np.zeros((len(texts), 0))
-        ids = self.embeddings.token_ids(texts)
-        return (self.weight * self.head.probabilities(self.embeddings.mean_vectors(ids))
-                + (1.0 - self.weight) * self.nb.probabilities(ids))
+        tokens = self.embeddings.token_ids(texts)  # tokenised and flattened once for both halves
+        return (self.weight * self.head.probabilities(self.embeddings.mean_vectors(tokens))
+                + (1.0 - self.weight) * self.nb.probabilities(tokens))
 
     def predict_proba_one(self, x: dict) -> dict[Any, float]:
         return self.predict_proba_many([x])[0]

@@ -31,8 +31,9 @@ import shutil
 import sys
 import tempfile
 import time
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -46,6 +47,23 @@ META_FILE = "streamer_embeddings.json"
 PCA_DIMS = 256
 #: characters of a text that are tokenised (a static mean gains nothing from more; keeps huge texts cheap)
 MAX_CHARS = 4000
+
+
+class Tokens(NamedTuple):
+    """Token ids of a batch of texts: all of them in one array, and how many belong to each text, in order."""
+
+    flat: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def of(cls, ids: list[list[int]]) -> "Tokens":
+        """From one list of ids per text.
+
+        >>> Tokens.of([[5, 7], [], [9]]).lengths.tolist()
+        [2, 0, 1]
+        """
+        return cls(np.fromiter(chain.from_iterable(ids), dtype=np.int64),
+                   np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids)))
 
 
 class EmbeddingsError(RuntimeError):
@@ -103,28 +121,32 @@ class StaticEmbeddings:
 
     # --- vectors --------------------------------------------------------------------------
 
-    def token_ids(self, texts: list[str]) -> list[list[int]]:
-        """The teacher tokenizer's ids of each text (no special tokens, unknown tokens left out)."""
+    def token_ids(self, texts: list[str]) -> "Tokens":
+        """The teacher tokenizer's ids of each text (no special tokens, unknown tokens left out), flattened once."""
         encodings = self.tokenizer.encode_batch_fast([t[:MAX_CHARS] for t in texts], add_special_tokens=False)
-        unk = self.unk_id
-        return [[i for i in e.ids if i != unk] for e in encodings]
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        flat = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=int(lengths.sum()))
+        known = flat != self.unk_id
+        if not known.all():
+            lengths = np.bincount(np.repeat(np.arange(len(texts)), lengths)[known], minlength=len(texts))
+            flat = flat[known]
+        return Tokens(flat, lengths)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """One unit-length row per text (zeros for a text with no known token)."""
         return self.mean_vectors(self.token_ids(texts))
 
-    def mean_vectors(self, ids: list[list[int]]) -> np.ndarray:
-        """One unit-length row per list of token ids: the mean of their rows (zeros for an empty list).
+    def mean_vectors(self, tokens: "Tokens") -> np.ndarray:
+        """One unit-length row per text: the mean of its tokens' rows (zeros for a text without tokens).
 
         The sums are one sparse-by-dense product (texts x vocabulary counts, times the table): about 7x faster
         than gathering every token's row and summing per text.
         """
         from scipy.sparse import csr_matrix
 
-        lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter((t for i in ids for t in i), dtype=np.int64, count=int(lengths.sum()))
-        counts = csr_matrix((np.ones(len(flat), dtype=np.float32), flat, np.concatenate(([0], np.cumsum(lengths)))),
-                            shape=(len(ids), self.table.shape[0]))
+        counts = csr_matrix((np.ones(len(tokens.flat), dtype=np.float32), tokens.flat,
+                             np.concatenate(([0], np.cumsum(tokens.lengths)))),
+                            shape=(len(tokens.lengths), self.table.shape[0]))
         sums = np.asarray(counts @ self.table, dtype=np.float32)
         return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
@@ -229,5 +251,5 @@ def ensure_embeddings(teacher_ref: str, data_dir: Path, *, progress: bool = True
     return folder
 
 
-__all__ = ["EMBEDDINGS_DIR", "EmbeddingsError", "StaticEmbeddings", "distill_embeddings", "embeddings_folder",
+__all__ = ["EMBEDDINGS_DIR", "EmbeddingsError", "StaticEmbeddings", "Tokens", "distill_embeddings", "embeddings_folder",
            "ensure_embeddings"]
