@@ -29,6 +29,8 @@ def test_each_policy_saves_calls_and_counts_consistently(policy, base):
     r = evaluate.replay(EXAMPLES, GOLD, s)
     assert r.events == 3000 and 0 < r.teacher_calls < 3000
     assert r.teacher_calls_saved_pct == pytest.approx(100 * (1 - r.teacher_calls / 3000), abs=0.01)
+    second_half_calls = round(1500 * (1 - r.saved_second_half_pct / 100))
+    assert 0 < second_half_calls <= r.teacher_calls - (600 if policy == "paper" else 0)
     assert r.accuracy_teacher_only == 1.0  # teacher == gold here
     assert r.accuracy_cascade == r.agreement_with_teacher
     assert r.accuracy_student_only < r.accuracy_cascade
@@ -41,6 +43,7 @@ def test_each_policy_saves_calls_and_counts_consistently(policy, base):
 def test_online_policy_lands_near_its_target_on_real_text(base):
     r = evaluate.replay(EXAMPLES, GOLD, base.replace(policy="online", target=0.9))
     assert 0.9 - 0.01 <= r.agreement_second_half <= 0.9 + 0.06  # the policy's bound errs above the target
+    assert r.saved_second_half_pct > r.teacher_calls_saved_pct  # the student has learned from the first half
 
 
 def test_sweep_trades_savings_for_agreement(base):
@@ -74,6 +77,8 @@ def test_seeds_report_mean_spread_and_how_many_held_the_target(base):
     assert summary["seeds"] == 3 and summary["student"] == "embed-nb" and summary["target"] == 0.9
     assert summary["saved_pct_mean"] == pytest.approx(sum(r.teacher_calls_saved_pct for r in runs) / 3, abs=0.01)
     assert summary["held_target"] == sum(r.agreement_with_teacher >= 0.9 for r in runs)
+    assert summary["saved_second_half_pct_mean"] == pytest.approx(
+        sum(r.saved_second_half_pct for r in runs) / 3, abs=0.01)
     assert "held the target in" in evaluate.format_seeds([summary])
 
 

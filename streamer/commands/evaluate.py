@@ -40,6 +40,8 @@ class EvalResult:
     audits: int
     agreement_with_teacher: float
     agreement_second_half: float
+    #: teacher calls saved over the second half of the stream, once the student has learned from the first
+    saved_second_half_pct: float
     accuracy_cascade: float
     accuracy_teacher_only: float
     accuracy_student_only: float
@@ -98,7 +100,7 @@ def replay(examples: list[Example], labels: list[str], settings: Settings, *, wi
     triage = build_triage(settings)
     policy = triage.policy
     n = len(examples)
-    calls = audits = agree = correct = student_correct = teacher_correct = agree_second = 0
+    calls = audits = agree = correct = student_correct = teacher_correct = agree_second = calls_second = 0
     recent_calls: deque[int] = deque(maxlen=window)
     recent_agree: deque[int] = deque(maxlen=window)
     curve: dict[str, list[float]] = {"events": [], "teacher_call_share": [], "agreement": [], "threshold": []}
@@ -120,6 +122,7 @@ def replay(examples: list[Example], labels: list[str], settings: Settings, *, wi
         agree += agrees
         if i >= n // 2:
             agree_second += agrees
+            calls_second += route.escalate
         correct += answer == ex.label
         student_correct += route.label == ex.label
         teacher_correct += teacher_label == ex.label
@@ -138,6 +141,7 @@ def replay(examples: list[Example], labels: list[str], settings: Settings, *, wi
         events=n, policy=settings.policy, target=settings.target, teacher_calls=calls,
         teacher_calls_saved_pct=round(100.0 * (1 - calls / n), 2), audits=audits,
         agreement_with_teacher=round(agree / n, 4), agreement_second_half=round(agree_second / (n - n // 2), 4),
+        saved_second_half_pct=round(100.0 * (1 - calls_second / (n - n // 2)), 2),
         accuracy_cascade=round(correct / n, 4), accuracy_teacher_only=round(teacher_correct / n, 4),
         accuracy_student_only=round(student_correct / n, 4), final_threshold=round(policy.threshold, 4),
         curve=curve,
@@ -160,9 +164,11 @@ def over_seeds(results: list[EvalResult]) -> list[dict[str, Any]]:
     for (student, target), runs in groups.items():
         saved = [r.teacher_calls_saved_pct for r in runs]
         agreement = [r.agreement_with_teacher for r in runs]
+        second_half = [r.saved_second_half_pct for r in runs]
         out.append({"student": student, "target": target, "seeds": len(runs),
                     "saved_pct_mean": round(statistics.fmean(saved), 2),
                     "saved_pct_stdev": round(statistics.pstdev(saved), 2),
+                    "saved_second_half_pct_mean": round(statistics.fmean(second_half), 2),
                     "agreement_mean": round(statistics.fmean(agreement), 4),
                     "agreement_min": min(agreement),
                     "held_target": sum(a >= target for a in agreement)})
@@ -172,19 +178,19 @@ def over_seeds(results: list[EvalResult]) -> list[dict[str, Any]]:
 def format_seeds(summaries: list[dict[str, Any]]) -> str:
     """The :func:`over_seeds` figures as lines of text."""
     return "\n".join(f"{s['student']} @ target {s['target']:.2f} over {s['seeds']} seeds: saved {s['saved_pct_mean']:.1f} % "
-                     f"(± {s['saved_pct_stdev']:.1f}), agreement {s['agreement_mean']:.4f} (min {s['agreement_min']:.4f}), "
+                     f"(± {s['saved_pct_stdev']:.1f}; second half {s['saved_second_half_pct_mean']:.1f} %), agreement {s['agreement_mean']:.4f} (min {s['agreement_min']:.4f}), "
                      f"held the target in {s['held_target']} of {s['seeds']}" for s in summaries)
 
 
 def format_table(results: list[EvalResult]) -> str:
     """One row per result; the quality columns are the task's (accuracy, or entity F1 for NER)."""
     columns = get_task(results[0].task).table_columns if results else ()
-    head = (f"{'student':10} {'policy':7} {'target':>6} {'saved %':>8} {'agreement':>9} {'2nd half':>8} "
+    head = (f"{'student':10} {'policy':7} {'target':>6} {'saved %':>8} {'2nd half':>8} {'agreement':>9} {'2nd half':>8} "
             + " ".join(f"{header:>11}" for header, _ in columns) + f" {'threshold':>9}")
     rows = [head, "-" * len(head)]
     for r in results:
         figures = [r.figure(name) for _, name in columns]
-        rows.append(f"{r.student:10} {r.policy:7} {r.target:6.2f} {r.teacher_calls_saved_pct:8.1f} "
+        rows.append(f"{r.student:10} {r.policy:7} {r.target:6.2f} {r.teacher_calls_saved_pct:8.1f} {r.saved_second_half_pct:8.1f} "
                     f"{r.agreement_with_teacher:9.4f} {r.agreement_second_half:8.4f} "
                     + " ".join("n/a".rjust(11) if f is None else f"{f:11.4f}" for f in figures)
                     + f" {r.final_threshold:9.3f}")
