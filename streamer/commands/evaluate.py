@@ -178,19 +178,20 @@ def over_seeds(results: list[EvalResult]) -> list[dict[str, Any]]:
 def format_seeds(summaries: list[dict[str, Any]]) -> str:
     """The :func:`over_seeds` figures as lines of text."""
     return "\n".join(f"{s['student']} @ target {s['target']:.2f} over {s['seeds']} seeds: saved {s['saved_pct_mean']:.1f} % "
-                     f"(± {s['saved_pct_stdev']:.1f}; second half {s['saved_second_half_pct_mean']:.1f} %), agreement {s['agreement_mean']:.4f} (min {s['agreement_min']:.4f}), "
+                     f"(± {s['saved_pct_stdev']:.1f}; second half {s['saved_second_half_pct_mean']:.1f} %), "
+                     f"agreement {s['agreement_mean']:.4f} (min {s['agreement_min']:.4f}), "
                      f"held the target in {s['held_target']} of {s['seeds']}" for s in summaries)
 
 
 def format_table(results: list[EvalResult]) -> str:
     """One row per result; the quality columns are the task's (accuracy, or entity F1 for NER)."""
     columns = get_task(results[0].task).table_columns if results else ()
-    head = (f"{'student':10} {'policy':7} {'target':>6} {'saved %':>8} {'2nd half':>8} {'agreement':>9} {'2nd half':>8} "
+    head = (f"{'student':10} {'policy':7} {'target':>6} {'saved %':>8} {'saved 2nd':>9} {'agreement':>9} {'agr. 2nd':>8} "
             + " ".join(f"{header:>11}" for header, _ in columns) + f" {'threshold':>9}")
     rows = [head, "-" * len(head)]
     for r in results:
         figures = [r.figure(name) for _, name in columns]
-        rows.append(f"{r.student:10} {r.policy:7} {r.target:6.2f} {r.teacher_calls_saved_pct:8.1f} {r.saved_second_half_pct:8.1f} "
+        rows.append(f"{r.student:10} {r.policy:7} {r.target:6.2f} {r.teacher_calls_saved_pct:8.1f} {r.saved_second_half_pct:9.1f} "
                     f"{r.agreement_with_teacher:9.4f} {r.agreement_second_half:8.4f} "
                     + " ".join("n/a".rjust(11) if f is None else f"{f:11.4f}" for f in figures)
                     + f" {r.final_threshold:9.3f}")
