@@ -197,7 +197,8 @@ class Teacher:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: list[tuple[str, float]] = [("", 0.0)] * len(texts)
         start = 0
-        attention = cuda_attention() if self.device.startswith("cuda") else contextlib.nullcontext()
+        on_cuda = str(getattr(self, "device", "cpu")).startswith("cuda")  # a subclass may set no device
+        attention = cuda_attention() if on_cuda else contextlib.nullcontext()
         with torch.inference_mode(), attention:
             while start < len(order):
                 idx = order[start:start + self.batch_size]
