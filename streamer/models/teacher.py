@@ -2,8 +2,9 @@
 
 ``Teacher(model_ref)`` takes a local directory or a model id. Batches are sorted
 by length before padding, truncated to ``max_length`` (at most the model's position
-limit), tokenised by the Rust tokenizer directly (:class:`BatchEncoder`), run under ``torch.inference_mode`` on CUDA when present (in bf16/fp16) and
-else on CPU; a batch that runs out of CUDA memory is retried in halves.
+limit), tokenised by the Rust tokenizer directly (:class:`BatchEncoder`) and run under
+``torch.inference_mode``: on CUDA when present (bf16/fp16, attention kernels from
+:func:`cuda_attention`), else on CPU; a batch that runs out of CUDA memory is retried in halves.
 Which teacher a task uses is the task's choice (:mod:`streamer.tasks`); users plug in
 their own subclass with ``teacher_class`` (:func:`load_teacher_class`).
 """
