@@ -4,9 +4,11 @@ naive Bayes over the teacher's tokens.
 A text is tokenised once, by the teacher's own tokenizer (:class:`~streamer.models.embeddings.StaticEmbeddings`,
 batched in Rust for a batch of events). Two halves read the token ids:
 
-* **embedding softmax**: the mean of the tokens' rows of the embedding table distilled from the *fine-tuned*
-  teacher (so it carries the teacher's task), standardised with running statistics, into a softmax
-  regression learned by SGD (learning rate decaying as 1/sqrt(t), L2);
+* **embedding heads**: the mean of the tokens' rows of the embedding table distilled from the *fine-tuned*
+  teacher (so it carries the teacher's task), standardised with running statistics, into two heads averaged
+  half and half: a softmax regression learned by SGD (learning rate decaying as 1/sqrt(t), L2) and a
+  one-hidden-layer network (:class:`EmbeddingMLP`, Adam on each label plus a few replayed ones), which
+  separates what a linear head cannot (a tweet's "neutral" is the absence of both polarities);
 * **token naive Bayes**: multinomial naive Bayes over the text's distinct tokens and hashed token bigrams
   (each counted once, alpha 2), as the ``nb-binary`` student does over words.
 
@@ -73,12 +75,16 @@ class EmbeddingSoftmax:
         scale = np.sqrt(self.sum_sq / max(self.seen - 1, 1)) + 1e-6 if self.seen > 1 else 1.0
         return (vectors - self.mean) / scale
 
-    def learn(self, vector: np.ndarray, y: int) -> None:
-        """One SGD step (the standardisation's statistics update first)."""
+    def observe(self, vector: np.ndarray) -> None:
+        """Update the running standardisation with one embedding (Welford)."""
         self.seen += 1
         delta = vector - self.mean
         self.mean += delta / self.seen
         self.sum_sq += delta * (vector - self.mean)
+
+    def learn(self, vector: np.ndarray, y: int) -> None:
+        """One SGD step (the standardisation's statistics update first)."""
+        self.observe(vector)
         z = self._standardised(vector)
         p = softmax_rows((self.weights @ z + self.bias)[None, :])[0]
         p[y] -= 1.0
@@ -90,6 +96,78 @@ class EmbeddingSoftmax:
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """One row of class probabilities per embedding."""
         return softmax_rows(self._standardised(vectors) @ self.weights.T + self.bias)
+
+
+class EmbeddingMLP:
+    """A one-hidden-layer ReLU network on standardised text embeddings, learned online: each label takes one
+    Adam step on a minibatch of itself and ``replay`` labels drawn from the last ``memory`` (kept as float32).
+    The output layer starts at zero (uniform probabilities) and grows a row per class (:meth:`add_class`);
+    initialisation and replay draw from a generator seeded with ``seed``, so a replay is reproducible.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> X = rng.normal(size=(4000, 2)); y = (X[:, 0] * X[:, 1] > 0).astype(int)  # XOR: no line separates it
+    >>> mlp = EmbeddingMLP(dims=2, hidden=32); mlp.add_class(); mlp.add_class()
+    >>> for x, label in zip(X, y):
+    ...     mlp.learn(x, label)
+    >>> float((mlp.probabilities(X[-500:]).argmax(axis=1) == y[-500:]).mean()) > 0.9
+    True
+    """
+
+    def __init__(self, dims: int, hidden: int = 128, learning_rate: float = 1e-3, l2: float = 1e-4,
+                 replay: int = 15, memory: int = 5000, seed: int = 0) -> None:
+        self.learning_rate, self.l2, self.replay, self.memory = learning_rate, l2, replay, memory
+        self.rng = np.random.default_rng(seed)
+        self.scaler = EmbeddingSoftmax(dims)  # only its running standardisation is used
+        self.w1 = self.rng.normal(0.0, math.sqrt(2.0 / dims), (hidden, dims))
+        self.b1 = np.zeros(hidden)
+        self.w2 = np.zeros((0, hidden))
+        self.b2 = np.zeros(0)
+        self.kept = np.zeros((0, dims), dtype=np.float32)  # grows (doubling) up to ``memory`` rows
+        self.kept_labels = np.zeros(0, dtype=np.int64)
+        self.seen = 0
+        self.steps = 0
+        self.moments: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add_class(self) -> None:
+        self.w2 = np.vstack([self.w2, np.zeros((1, self.w2.shape[1]))])
+        self.b2 = np.append(self.b2, 0.0)
+        self.moments = [(np.zeros_like(p), np.zeros_like(p)) for p in (self.w1, self.b1, self.w2, self.b2)]
+
+    def _hidden(self, vectors: np.ndarray) -> np.ndarray:
+        return np.maximum(self.scaler._standardised(vectors) @ self.w1.T + self.b1, 0.0)
+
+    def learn(self, vector: np.ndarray, y: int) -> None:
+        """Keep the label, then one Adam step on it and ``replay`` kept ones."""
+        self.scaler.observe(vector)
+        slot = self.seen % self.memory
+        if slot >= len(self.kept):
+            grown = min(self.memory, max(64, 2 * len(self.kept)))
+            self.kept = np.resize(self.kept, (grown, self.kept.shape[1]))
+            self.kept_labels = np.resize(self.kept_labels, grown)
+        self.kept[slot], self.kept_labels[slot] = vector, y
+        self.seen += 1
+        rows = np.concatenate(([slot], self.rng.integers(0, min(self.seen, self.memory), self.replay)))
+        x, labels = self.kept[rows].astype(np.float64), self.kept_labels[rows]
+        z = self.scaler._standardised(x)
+        h = np.maximum(z @ self.w1.T + self.b1, 0.0)
+        grad = softmax_rows(h @ self.w2.T + self.b2)
+        grad[np.arange(len(rows)), labels] -= 1.0
+        grad /= len(rows)
+        back = (grad @ self.w2) * (h > 0)
+        grads = (back.T @ z + self.l2 * self.w1, back.sum(axis=0), grad.T @ h + self.l2 * self.w2, grad.sum(axis=0))
+        self.steps += 1
+        for i, (param, g) in enumerate(zip((self.w1, self.b1, self.w2, self.b2), grads)):
+            m, v = self.moments[i]
+            m *= 0.9
+            m += 0.1 * g
+            v *= 0.999
+            v += 0.001 * g * g
+            param -= self.learning_rate * (m / (1 - 0.9**self.steps)) / (np.sqrt(v / (1 - 0.999**self.steps)) + 1e-8)
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """One row of class probabilities per embedding."""
+        return softmax_rows(self._hidden(vectors) @ self.w2.T + self.b2)
 
 
 def token_features(tokens: Tokens, vocabulary: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,19 +226,31 @@ class TokenNaiveBayes:
 
 
 class EmbeddingNaiveBayes(base.Classifier):
-    """``weight`` x :class:`EmbeddingSoftmax` + (1 - ``weight``) x :class:`TokenNaiveBayes`, both learning every
-    label; a River classifier over ``{"text": ...}`` whose ``predict_proba_many`` takes a list of them."""
+    """``weight`` x the embedding heads + (1 - ``weight``) x :class:`TokenNaiveBayes`, all learning every label;
+    the embedding heads are (1 - ``mlp_share``) x :class:`EmbeddingSoftmax` + ``mlp_share`` x
+    :class:`EmbeddingMLP` (``hidden`` units). A River classifier over ``{"text": ...}`` whose
+    ``predict_proba_many`` takes a list of them."""
+
+    #: checkpoints written before the network half existed load with these (and predict as they did)
+    mlp: EmbeddingMLP | None = None
+    mlp_share = 0.0
 
     def __init__(self, embeddings: StaticEmbeddings, weight: float = 0.7, learning_rate: float = 0.03,
-                 l2: float = 1e-4, alpha: float = 2.0) -> None:
+                 l2: float = 1e-4, alpha: float = 2.0, mlp_share: float = 0.5, hidden: int = 128) -> None:
         self.embeddings = embeddings
         self.weight = weight
         self.learning_rate = learning_rate
         self.l2 = l2
         self.alpha = alpha
+        self.mlp_share = mlp_share
+        self.hidden = hidden
         self.classes: list[Any] = []
         self.head = EmbeddingSoftmax(embeddings.dims, learning_rate, l2)
+        self.mlp = EmbeddingMLP(embeddings.dims, hidden) if mlp_share > 0 else None
         self.nb = TokenNaiveBayes(embeddings.table.shape[0], alpha)
+
+    def _halves(self) -> list[Any]:
+        return [part for part in (self.head, self.mlp, self.nb) if part is not None]
 
     @property
     def _multiclass(self) -> bool:
@@ -169,11 +259,14 @@ class EmbeddingNaiveBayes(base.Classifier):
     def learn_one(self, x: dict, y: Any) -> None:
         if y not in self.classes:
             self.classes.append(y)
-            self.head.add_class()
-            self.nb.add_class()
+            for part in self._halves():
+                part.add_class()
         tokens = self.embeddings.token_ids([x["text"]])
         index = self.classes.index(y)
-        self.head.learn(self.embeddings.mean_vectors(tokens)[0].astype(np.float64), index)
+        vector = self.embeddings.mean_vectors(tokens)[0].astype(np.float64)
+        self.head.learn(vector, index)
+        if self.mlp is not None:
+            self.mlp.learn(vector, index)
         self.nb.learn(tokens, index)
 
     def probability_rows(self, texts: list[str]) -> np.ndarray:
@@ -181,8 +274,11 @@ class EmbeddingNaiveBayes(base.Classifier):
         if not self.classes:
             return np.zeros((len(texts), 0))
         tokens = self.embeddings.token_ids(texts)  # tokenised and flattened once for both halves
-        return (self.weight * self.head.probabilities(self.embeddings.mean_vectors(tokens))
-                + (1.0 - self.weight) * self.nb.probabilities(tokens))
+        vectors = self.embeddings.mean_vectors(tokens)
+        embedded = self.head.probabilities(vectors)
+        if self.mlp is not None and self.mlp_share > 0:
+            embedded = (1.0 - self.mlp_share) * embedded + self.mlp_share * self.mlp.probabilities(vectors)
+        return self.weight * embedded + (1.0 - self.weight) * self.nb.probabilities(tokens)
 
     def predict_proba_one(self, x: dict) -> dict[Any, float]:
         return self.predict_proba_many([x])[0]
