@@ -11,7 +11,6 @@ from streamer.models.embedding_student import EmbeddingMLP, EmbeddingSoftmax, Em
 from streamer.models.embeddings import StaticEmbeddings
 
 
-
 def test_the_network_half_separates_what_the_linear_half_cannot():
     """XOR in two dimensions: no softmax regression gets it, the one-hidden-layer half does."""
     rng = np.random.default_rng(3)
