@@ -236,3 +236,38 @@ def test_a_shutdown_checkpoint_waits_for_a_background_writer_and_keeps_the_newer
 
     run(go())
     assert read_checkpoint(path).triage.student.version == len(TRAINING) + 1
+
+
+def test_a_shutdown_checkpoint_waits_for_the_writer_of_a_cancelled_periodic_checkpoint(tmp_path, monkeypatch):
+    """The worker cancels its timers before the shutdown checkpoint: a periodic checkpoint cancelled while its
+    forked writer still runs must still be waited for, or both write through the same temporary file (one fails
+    with FileNotFoundError) and the older snapshot can land last."""
+    import os
+    import time
+
+    from streamer.workers import student_logic
+
+    path = tmp_path / "c.ckpt"
+    logic = student(tmp_path, checkpoint_path=path)
+    parent, write = os.getpid(), student_logic.write_checkpoint_bytes
+
+    def slow_in_the_writer(*args):
+        if os.getpid() != parent:
+            time.sleep(0.5)
+        return write(*args)
+
+    monkeypatch.setattr(student_logic, "write_checkpoint_bytes", slow_in_the_writer)
+
+    async def go() -> None:
+        periodic = asyncio.create_task(logic.state.checkpoint_in_background("periodic"))
+        await asyncio.sleep(0.05)  # forked and waiting for its writer
+        periodic.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await periodic
+        logic.triage.learn("one more warm film", "fresh", student_label=None, student_confidence=0.0, weight=1.0,
+                           reason="warmup")
+        logic.state.checkpoint("shutdown")
+
+    run(go())
+    time.sleep(1.0)  # a writer that was not waited for would have replaced the file by now
+    assert read_checkpoint(path).triage.student.version == len(TRAINING) + 1

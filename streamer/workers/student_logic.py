@@ -172,9 +172,10 @@ class StudentState:
             _, status = await asyncio.to_thread(os.waitpid, pid, 0)
         except ChildProcessError:  # reaped by a blocking checkpoint (shutdown), which wrote a newer one
             return
-        finally:
-            if self._writer == pid:
-                self._writer = None
+        # Cancelled (the worker is stopping) while the child still writes: ``_writer`` stays set, so the blocking
+        # shutdown checkpoint waits for the child instead of writing through the same temporary file beside it.
+        if self._writer == pid:
+            self._writer = None
         if os.waitstatus_to_exitcode(status) != 0:
             log.warning("checkpoint (%s) failed in its writer process (status %d); writing it on the event loop",
                         why, os.waitstatus_to_exitcode(status))
