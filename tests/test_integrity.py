@@ -207,24 +207,29 @@ def test_a_periodic_checkpoint_written_by_a_forked_writer_restores_the_student(t
     assert restored.triage.student.predict("wonderful film") == logic.triage.student.predict("wonderful film")
 
 
-def test_a_shutdown_checkpoint_waits_for_a_background_writer_and_keeps_the_newer_state(tmp_path, monkeypatch):
-    """A periodic checkpoint's forked writer may still run when the worker stops: the shutdown checkpoint waits
-    for it (they share the temporary file) and its newer state is the one left on disk."""
+@pytest.fixture
+def slow_forked_writer(monkeypatch):
+    """Checkpoint writes take 0.5 s in a forked writer (as a large student's do), none in the worker itself."""
     import os
     import time
 
     from streamer.workers import student_logic
 
-    path = tmp_path / "c.ckpt"
-    logic = student(tmp_path, checkpoint_path=path)
     parent, write = os.getpid(), student_logic.write_checkpoint_bytes
 
-    def slow_in_the_writer(*args):  # the forked writer takes its time, as a large student's does
+    def slow_in_the_writer(*args):
         if os.getpid() != parent:
             time.sleep(0.5)
         return write(*args)
 
     monkeypatch.setattr(student_logic, "write_checkpoint_bytes", slow_in_the_writer)
+
+
+def test_a_shutdown_checkpoint_waits_for_a_background_writer_and_keeps_the_newer_state(tmp_path, slow_forked_writer):
+    """A periodic checkpoint's forked writer may still run when the worker stops: the shutdown checkpoint waits
+    for it (they share the temporary file) and its newer state is the one left on disk."""
+    path = tmp_path / "c.ckpt"
+    logic = student(tmp_path, checkpoint_path=path)
 
     async def go() -> None:
         periodic = asyncio.create_task(logic.state.checkpoint_in_background("periodic"))
@@ -238,25 +243,14 @@ def test_a_shutdown_checkpoint_waits_for_a_background_writer_and_keeps_the_newer
     assert read_checkpoint(path).triage.student.version == len(TRAINING) + 1
 
 
-def test_a_shutdown_checkpoint_waits_for_the_writer_of_a_cancelled_periodic_checkpoint(tmp_path, monkeypatch):
+def test_a_shutdown_checkpoint_waits_for_the_writer_of_a_cancelled_periodic_checkpoint(tmp_path, slow_forked_writer):
     """The worker cancels its timers before the shutdown checkpoint: a periodic checkpoint cancelled while its
     forked writer still runs must still be waited for, or both write through the same temporary file (one fails
     with FileNotFoundError) and the older snapshot can land last."""
-    import os
     import time
-
-    from streamer.workers import student_logic
 
     path = tmp_path / "c.ckpt"
     logic = student(tmp_path, checkpoint_path=path)
-    parent, write = os.getpid(), student_logic.write_checkpoint_bytes
-
-    def slow_in_the_writer(*args):
-        if os.getpid() != parent:
-            time.sleep(0.5)
-        return write(*args)
-
-    monkeypatch.setattr(student_logic, "write_checkpoint_bytes", slow_in_the_writer)
 
     async def go() -> None:
         periodic = asyncio.create_task(logic.state.checkpoint_in_background("periodic"))
