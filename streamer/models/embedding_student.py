@@ -102,7 +102,9 @@ class EmbeddingMLP:
     """A one-hidden-layer ReLU network on standardised text embeddings, learned online: each label takes one
     Adam step on a minibatch of itself and ``replay`` labels drawn from the last ``memory`` (kept as float32).
     The output layer starts at zero (uniform probabilities) and grows a row per class (:meth:`add_class`);
-    initialisation and replay draw from a generator seeded with ``seed``, so a replay is reproducible.
+    initialisation and replay draw from a generator seeded with ``seed``, so a replay is reproducible. It reads
+    the running standardisation of ``scaler`` (the softmax head beside it, which updates it on every label); without
+    one it keeps its own.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(1)
@@ -115,10 +117,11 @@ class EmbeddingMLP:
     """
 
     def __init__(self, dims: int, hidden: int = 128, learning_rate: float = 1e-3, l2: float = 1e-4,
-                 replay: int = 15, memory: int = 5000, seed: int = 0) -> None:
+                 replay: int = 15, memory: int = 5000, seed: int = 0, scaler: EmbeddingSoftmax | None = None) -> None:
         self.learning_rate, self.l2, self.replay, self.memory = learning_rate, l2, replay, memory
         self.rng = np.random.default_rng(seed)
-        self.scaler = EmbeddingSoftmax(dims)  # only its running standardisation is used
+        self.owns_scaler = scaler is None
+        self.scaler = EmbeddingSoftmax(dims) if scaler is None else scaler  # its running standardisation
         self.w1 = self.rng.normal(0.0, math.sqrt(2.0 / dims), (hidden, dims))
         self.b1 = np.zeros(hidden)
         self.w2 = np.zeros((0, hidden))
@@ -139,7 +142,8 @@ class EmbeddingMLP:
 
     def learn(self, vector: np.ndarray, y: int) -> None:
         """Keep the label, then one Adam step on it and ``replay`` kept ones."""
-        self.scaler.observe(vector)
+        if self.owns_scaler:
+            self.scaler.observe(vector)
         slot = self.seen % self.memory
         if slot >= len(self.kept):
             grown = min(self.memory, max(64, 2 * len(self.kept)))
@@ -246,10 +250,10 @@ class EmbeddingNaiveBayes(base.Classifier):
         self.hidden = hidden
         self.classes: list[Any] = []
         self.head = EmbeddingSoftmax(embeddings.dims, learning_rate, l2)
-        self.mlp = EmbeddingMLP(embeddings.dims, hidden) if mlp_share > 0 else None
+        self.mlp = EmbeddingMLP(embeddings.dims, hidden, scaler=self.head) if mlp_share > 0 else None
         self.nb = TokenNaiveBayes(embeddings.table.shape[0], alpha)
 
-    def _halves(self) -> list[Any]:
+    def _parts(self) -> list[Any]:
         return [part for part in (self.head, self.mlp, self.nb) if part is not None]
 
     @property
@@ -259,12 +263,12 @@ class EmbeddingNaiveBayes(base.Classifier):
     def learn_one(self, x: dict, y: Any) -> None:
         if y not in self.classes:
             self.classes.append(y)
-            for part in self._halves():
+            for part in self._parts():
                 part.add_class()
         tokens = self.embeddings.token_ids([x["text"]])
         index = self.classes.index(y)
         vector = self.embeddings.mean_vectors(tokens)[0].astype(np.float64)
-        self.head.learn(vector, index)
+        self.head.learn(vector, index)  # updates the standardisation the network half reads too
         if self.mlp is not None:
             self.mlp.learn(vector, index)
         self.nb.learn(tokens, index)
