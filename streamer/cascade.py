@@ -47,14 +47,19 @@ class Cascade:
     def __init__(self, settings: Settings | None = None, teacher: TeacherLike | None = None,
                  triage: Triage | None = None) -> None:
         self.settings = settings or Settings()
-        self.triage = triage or build_triage(self.settings)
+        if triage is None:
+            # a warm start is labelled by the teacher model the settings name, not by a teacher passed in beside
+            # settings that name none (it would teach this student another teacher's answers)
+            named = teacher is None or self.settings.teacher_model is not None
+            triage = build_triage(self.settings if named else self.settings.replace(warm_start=False))
+        self.triage = triage
         self.teacher = teacher
         self.teacher_calls = 0
 
     @classmethod
     def load(cls, settings: Settings) -> "Cascade":
         """A cascade with the teacher the settings name (``teacher_model``, ``teacher_class``, the task's)."""
-        return cls(settings, load_configured_teacher(settings))
+        return cls(settings, load_configured_teacher(settings), build_triage(settings))
 
     @property
     def student(self) -> Student:

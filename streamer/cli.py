@@ -47,6 +47,9 @@ def _triage_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=float, help="agreement with the teacher to hold (paper, online)")
     parser.add_argument("--audit-rate", type=float, help="share of student answers audited (online)")
     parser.add_argument("--warmup-labels", type=int, help="labels to learn before the student answers")
+    parser.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
+                        help="a fresh student first learns the texts the teacher labelled offline, where it has them "
+                             "(env STREAMER_WARM_START, default on)")
     parser.add_argument("--student", choices=STUDENT_KINDS,
                         help="student model (env STREAMER_STUDENT, default: the task's first)")
 
@@ -115,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("teacher", help="the teacher model: train one, or distil its static embeddings")
     p.add_argument("action", choices=["train", "distill"],
-                   help="train: fine-tune the default teacher (and distil its embeddings); distill: distil the "
-                        "static embeddings the default student reads from --teacher-model (or the default teacher)")
+                   help="train: fine-tune the default teacher (and distil its embeddings, and label its training "
+                        "texts as the students' warm start); distill: distil the static embeddings the default "
+                        "student reads from --teacher-model (or the default teacher), and with --dataset or --file "
+                        "label the teacher split of those texts as the students' warm start")
     p.add_argument("--teacher-model", help="distill: the teacher model directory or id (env STREAMER_TEACHER_MODEL)")
     _common(p)
     _task_flag(p)
@@ -182,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     fields = ("broker", "namespace", "input_topic", "output_topic", "id_field", "text_field",
-              "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "student", "task",
+              "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "warm_start", "student", "task",
               "teacher_model", "teacher_device", "checkpoint_path", "teacher_timeout", "broker_timeout",
               "log_format", "metrics_port", "metrics_host", "dashboard_port", "dashboard_host")
     return Settings.from_env().replace(**{f: getattr(args, f, None) for f in fields})
@@ -325,6 +330,18 @@ def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
             print(f"streamer: {exc}", file=sys.stderr)
             return 2
         print(f"Static embeddings of {settings.teacher_model_ref}: {folder}")
+        if args.file is not None or args.dataset is not None:
+            from streamer.commands.training import warm_start_from
+
+            if not task.warm_starts_students:
+                print(f"streamer: {task.name} students take no warm start", file=sys.stderr)
+                return 2
+            split = args.split or "teacher"
+            source = args.file or resolve_dataset(task, args.dataset)
+            examples = (load_examples(file=args.file, split=split) if args.file is not None
+                        else load_examples(source, split=split))
+            warm_start_from(settings, settings.teacher_model_ref, examples,
+                            source=f"{source}: {len(examples)} texts of its {split} split")
         return 0
     if args.file is not None:
         examples, name = load_examples(file=args.file, split=args.split or "teacher"), args.file.stem
@@ -417,9 +434,11 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     labels = evaluate.teacher_labels(teacher_model, examples, Path(settings.data_dir) / "cache",
                                      device=settings.teacher_device, max_length=settings.teacher_max_length,
                                      task=settings.task, teacher_class=settings.teacher_class)
+    warm, note = evaluate.warm_start_for(settings.replace(teacher_model=teacher_model), examples, name)
+    print(note)
     results = []
     for kind in task.evaluation_students(settings.student):
-        chosen = settings.replace(student=kind, teacher_model=teacher_model)
+        chosen = settings.replace(student=kind, teacher_model=teacher_model, warm_start=warm > 0)
         if args.sweep:
             results += evaluate.sweep(examples, labels, chosen)
         else:
@@ -438,7 +457,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"plot written to {args.plot}")
     if args.json:
         body: Any = [r.summary() for r in results] if len(results) > 1 else results[0].summary()
-        out = {"dataset": name, "teacher_model": teacher_model, "results": body}
+        out = {"dataset": name, "teacher_model": teacher_model, "warm_start_texts": warm, "results": body}
         if seeds:
             out["over_seeds"] = seeds
         print(orjson.dumps(out).decode())

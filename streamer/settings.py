@@ -69,6 +69,7 @@ class Settings:
     # Student (BabyBear)
     student_batch_size: int = 500
     warmup_labels: int = 100
+    warm_start: bool = True  # a fresh student first learns the texts the teacher labelled offline, where it has them
     max_text_bytes: int = 100_000
     task: str = "classify"  # classify | ner
     student: str | None = None  # unset: the task's default (nb; ner)

@@ -42,7 +42,8 @@ def settings(tmp_path: Path, broker: EmbeddedBroker, quick_teacher: str) -> Sett
 
 @pytest.fixture(scope="session")
 def quick_teacher(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A teacher fine-tuned briefly on the Rotten Tomatoes teacher split (weak, but real)."""
+    """A teacher fine-tuned briefly on the Rotten Tomatoes teacher split (weak, but real). It has no warm start
+    for its students, so they start from nothing (``tests/test_warm_start.py`` labels one on a copy)."""
     from streamer.datasets import load_examples
     from streamer.commands.training import train_teacher
 
@@ -50,7 +51,8 @@ def quick_teacher(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = Path(cached) if cached else tmp_path_factory.mktemp("teacher")
     if not (out / "config.json").is_file():
         train_teacher(load_examples("rotten_tomatoes", split="teacher"), out, dataset="rotten_tomatoes",
-                      steps=TEST_TEACHER_STEPS, max_length=64, learning_rate=1.5e-4, holdout=300, progress=False)
+                      steps=TEST_TEACHER_STEPS, max_length=64, learning_rate=1.5e-4, holdout=300, progress=False,
+                      warm_start=False)
     return str(out)
 
 

@@ -66,6 +66,17 @@ def test_confidence_is_a_probability_and_version_counts_labels(task_kind):
     assert answers & labels  # it answers with labels it was taught
 
 
+def test_a_warm_start_teaches_without_counting_as_stream_labels(task_kind):
+    task, kind, teacher = task_kind
+    student = task.new_student(kind, teacher_model=teacher)
+    taught = sample(task)[:150]
+    student.warm_start([ex.text for ex in taught], [ex.label for ex in taught])
+    assert (student.version, student.warm_labels) == (0, 150)
+    assert {student.predict(ex.text)[0] for ex in taught} & {ex.label for ex in taught}
+    restored = task.restore_student(pickle.loads(pickle.dumps(student.state())))
+    assert (restored.version, restored.warm_labels) == (0, 150)
+
+
 def test_state_round_trip_gives_the_same_answers(task_kind):
     task, kind, teacher = task_kind
     student = trained(task, kind, teacher, 150)

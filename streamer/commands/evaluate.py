@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-import sys
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,25 +77,55 @@ def teacher_labels(teacher_model: str, examples: list[Example], cache_dir: Path,
     cache = cache_dir / f"teacher-labels-{digest.hexdigest()[:20]}.json"
     if cache.is_file():
         return orjson.loads(cache.read_bytes())
-    from tqdm import tqdm
-
     teacher = get_task(task).load_teacher(teacher_model, device=device, max_length=max_length, batch_size=64,
                                           teacher_class=teacher_class)
-    labels: list[str] = []
-    chunk = 512
-    with tqdm(total=len(examples), desc="teacher labels (once, cached)", unit="ev", disable=not progress,
-              file=sys.stderr) as bar:
-        for start in range(0, len(examples), chunk):
-            part = examples[start:start + chunk]
-            labels.extend(label for label, _ in teacher.predict([e.text for e in part]))
-            bar.update(len(part))
+    labels = teacher.label_all([e.text for e in examples], progress=progress, desc="teacher labels (once, cached)")
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_bytes(orjson.dumps(labels))
     return labels
 
 
+#: share of the warm start's texts that may be among the replayed ones: a dataset's own duplicates (BBC News
+#: repeats 41 of its teacher split's 890 articles in its stream split) stay below it, a replay of the teacher's
+#: training rows (``--split all``) does not
+WARM_START_MAX_OVERLAP = 0.25
+
+
+def warm_start_for(settings: Settings, examples: list[Example], name: str) -> tuple[int, str]:
+    """How many teacher-labelled texts a fresh student of this replay starts from, and a line that says so.
+    None when ``settings.warm_start`` is off, when the teacher has none, or when over
+    :data:`WARM_START_MAX_OVERLAP` of them are among the replayed texts (``--split all`` replays the teacher's
+    own training rows: the student would be scored on what it learned); a few shared texts are duplicates in
+    the data and are reported."""
+    from streamer.models.student import StudentResources
+
+    if not settings.warm_start:
+        return 0, "student warm start: off"
+    if not get_task(settings.task).warm_starts_students:
+        return 0, f"student warm start: none ({settings.task} students take none)"
+    start = StudentResources(settings.teacher_model_ref, settings.data_dir).warm_start()
+    if start is None:
+        return 0, (f"student warm start: none for this teacher (`streamer teacher distill --dataset {name}` or "
+                   "`--file F` labels texts for it); the student starts from nothing")
+    known = set(start.texts)
+    overlap = sum(e.text in known for e in examples)
+    if overlap > WARM_START_MAX_OVERLAP * len(start):
+        return 0, (f"student warm start: off, {overlap} of the {len(examples)} replayed texts are among its "
+                   f"{len(start)} ({start.source})")
+    shared = f"; {overlap} replayed texts are also among them (duplicates in the data)" if overlap else ""
+    return len(start), f"student warm start: {len(start)} texts labelled by the teacher ({start.source}{shared})"
+
+
 def replay(examples: list[Example], labels: list[str], settings: Settings, *, window: int = 500) -> EvalResult:
-    """Route every example through a fresh student and policy; learn each escalated event's teacher label."""
+    """Route every example through a fresh student and policy; learn each escalated event's teacher label (on one
+    BLAS thread: one event at a time, the student's matrices are too small to share out)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _replay(examples, labels, settings, window=window)
+
+
+def _replay(examples: list[Example], labels: list[str], settings: Settings, *, window: int) -> EvalResult:
     triage = build_triage(settings)
     policy = triage.policy
     n = len(examples)

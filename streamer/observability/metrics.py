@@ -33,7 +33,7 @@ class WorkerMetrics:
         self.predictions = Counter("streamer_predictions", "Predictions published, by source "
                                    "(student, teacher, provisional)", ["source"], registry=r)
         self.escalations = Counter("streamer_escalations", "Events sent to the teacher, by reason "
-                                   "(warmup, low_confidence, audit)", ["reason"], registry=r)
+                                   "(warmup, calibration, low_confidence, audit)", ["reason"], registry=r)
         self.labels_learned = Counter("streamer_labels_learned", "Teacher labels the student learned", registry=r)
         self.labels_rejected = Counter("streamer_labels_rejected", "Labels the student did not learn, by reason "
                                        "(malformed, unauthenticated, processing_error)", ["reason"], registry=r)

@@ -8,6 +8,9 @@ never compares task names.
 
 from __future__ import annotations
 
+import copy
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,6 +18,11 @@ from typing import Any, ClassVar
 from streamer.datasets import Example
 from streamer.models.student import BaseStudent, Student, StudentResources
 from streamer.models.teacher import Teacher, load_teacher_class
+
+log = logging.getLogger(__name__)
+
+#: the last warm-started student built in this process (``evaluate`` builds one per replay)
+_WARM_STUDENTS: dict[tuple, Any] = {}
 
 
 class Task:
@@ -34,6 +42,8 @@ class Task:
     metric: ClassVar[str]
     #: ``streamer evaluate`` compares all student kinds side by side unless one is asked for
     compare_students: ClassVar[bool] = False
+    #: ``streamer teacher train`` labels its training texts as a warm start for this task's fresh students
+    warm_starts_students: ClassVar[bool] = True
 
     # --- students and teacher -----------------------------------------------------------
 
@@ -46,13 +56,29 @@ class Task:
         return self.datasets[0]
 
     def new_student(self, kind: str | None = None, *, teacher_model: str | None = None,
-                    data_dir: Path | None = None) -> Student:
-        """A fresh, untrained student of ``kind`` (the default kind when ``None``); a student built on the
-        teacher's distilled embeddings reads them from ``teacher_model`` (distilling them once if missing)."""
+                    data_dir: Path | None = None, warm_start: bool = False) -> Student:
+        """A fresh student of ``kind`` (the default kind when ``None``); a student built on the teacher's
+        distilled embeddings reads them from ``teacher_model`` (distilling them once if missing). With
+        ``warm_start`` it first learns the texts that teacher labelled offline, where it has them
+        (:mod:`streamer.models.warm_start`); else it is untrained."""
         kind = kind or self.default_student
         if kind not in self.students:
             raise ValueError(f"student for task {self.name} must be one of {tuple(self.students)}, got {kind!r}")
-        return self.students[kind](StudentResources(teacher_model, data_dir))
+        resources = StudentResources(teacher_model, data_dir)
+        start = resources.warm_start() if warm_start else None
+        if start is None:
+            return self.students[kind](resources)
+        key = (self.name, kind, teacher_model, str(data_dir), start.teacher_version, hash(tuple(start.texts)),
+               hash(tuple(start.labels)))
+        if key not in _WARM_STUDENTS:  # learnt once per process; every caller gets its own copy
+            started = time.perf_counter()
+            student = self.students[kind](resources)
+            student.warm_start(start.texts, start.labels)
+            log.info("student %s: warm start from %d texts labelled by teacher %s (%s) in %.1f s", kind, len(start),
+                     start.teacher_version, start.source, time.perf_counter() - started)
+            _WARM_STUDENTS.clear()
+            _WARM_STUDENTS[key] = student
+        return copy.deepcopy(_WARM_STUDENTS[key])
 
     def restore_student(self, state: Mapping[str, Any]) -> Student:
         """A student rebuilt from its :meth:`~streamer.models.student.Student.state`."""

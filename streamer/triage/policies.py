@@ -27,6 +27,8 @@ from collections import deque
 from typing import Protocol
 
 REASON_WARMUP = "warmup"
+#: warm-up escalations of a warm-started student: every event goes to the teacher, and its guesses count
+REASON_CALIBRATION = "calibration"
 REASON_LOW_CONFIDENCE = "low_confidence"
 REASON_AUDIT = "audit"
 #: Escalations whose student guess says nothing about the current student.
@@ -149,7 +151,7 @@ class OnlinePolicy(BasePolicy):
 
     def __init__(self, target: float, audit_rate: float = 0.05, initial_threshold: float = 0.9,
                  window: int = 5000, label_window: int = 1500, bins: int = 50, update_every: int = 50,
-                 margin: float = 0.0, z: float = 0.5) -> None:
+                 margin: float = 0.0, z: float = 0.75) -> None:
         if not 0.0 < audit_rate <= 1.0:
             raise ValueError("the online policy needs an audit rate in (0, 1]")
         self.target = target

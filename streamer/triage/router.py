@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from streamer.models.student import Student
 from streamer.tasks import get_task
-from streamer.triage.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP, ThresholdPolicy, build_policy
+from streamer.triage.policies import (REASON_AUDIT, REASON_CALIBRATION, REASON_LOW_CONFIDENCE, REASON_WARMUP,
+                                      ThresholdPolicy, build_policy)
 
 if TYPE_CHECKING:
     from streamer.settings import Settings
@@ -63,7 +64,11 @@ class Triage:
     def _route(self, label: str | None, confidence: float) -> Route:
         threshold = self.policy.threshold
         if self.student.version < self.warmup_labels or label is None:
-            return Route(label, confidence, True, REASON_WARMUP, 1.0, threshold)
+            if label is None or not getattr(self.student, "warm_labels", 0):
+                return Route(label, confidence, True, REASON_WARMUP, 1.0, threshold)
+            # a warm-started student's guesses already mean something: its warm-up labels calibrate the policy
+            self.policy.record(confidence)
+            return Route(label, confidence, True, REASON_CALIBRATION, 1.0, threshold)
         self.policy.record(confidence)
         if confidence < threshold:
             return Route(label, confidence, True, REASON_LOW_CONFIDENCE, 1.0, threshold)
@@ -88,9 +93,10 @@ def triage_config(settings: "Settings") -> dict[str, object]:
 
 
 def build_triage(settings: "Settings") -> Triage:
-    """A fresh student and threshold policy as ``settings`` describe them."""
+    """A fresh student (warm-started when ``settings.warm_start`` and the teacher has labelled texts for it) and
+    threshold policy as ``settings`` describe them."""
     policy = build_policy(settings.policy, threshold=settings.threshold, target=settings.target,
                           audit_rate=settings.audit_rate, calibration_events=settings.calibration_events)
     student = get_task(settings.task).new_student(settings.student_kind, teacher_model=settings.teacher_model_ref,
-                                                  data_dir=settings.data_dir)
+                                                  data_dir=settings.data_dir, warm_start=settings.warm_start)
     return Triage(student, policy, warmup_labels=settings.warmup_labels, seed=settings.seed)

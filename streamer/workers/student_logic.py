@@ -39,7 +39,7 @@ from streamer.triage.router import Route
 from streamer.models.embeddings import EmbeddingsError
 from streamer.triage.checkpoint import (Checkpoint, CheckpointError, lock_checkpoint, read_checkpoint,
                                         serialize_checkpoint, write_checkpoint_bytes)
-from streamer.triage.policies import REASON_AUDIT, REASON_LOW_CONFIDENCE, REASON_WARMUP
+from streamer.triage.policies import REASON_AUDIT, REASON_CALIBRATION, REASON_LOW_CONFIDENCE, REASON_WARMUP
 from streamer.workers.runtime import Headers, Send, send_dead_letter
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ class StudentLogic:
         self._answered = self.metrics.predictions.labels(source="student")
         self._answer_latency = self.metrics.decision_latency.labels(source="student")
         self._escalated = {reason: self.metrics.escalations.labels(reason=reason)
-                           for reason in (REASON_WARMUP, REASON_LOW_CONFIDENCE, REASON_AUDIT)}
+                           for reason in (REASON_WARMUP, REASON_CALIBRATION, REASON_LOW_CONFIDENCE, REASON_AUDIT)}
         self.events_spec, self.labels_spec = catalogue[EVENTS], catalogue[LABELS]
         self._label_key = settings.label_key.encode() if settings.label_key else None
         rate = self.triage.policy.audit_rate
