@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     fields = ("broker", "namespace", "input_topic", "output_topic", "id_field", "text_field",
-              "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "warm_start", "student", "task",
+              "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "warm_start",
+              "student", "task",
               "teacher_model", "teacher_device", "checkpoint_path", "teacher_timeout", "broker_timeout",
               "log_format", "metrics_port", "metrics_host", "dashboard_port", "dashboard_host")
     return Settings.from_env().replace(**{f: getattr(args, f, None) for f in fields})

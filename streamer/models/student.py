@@ -4,7 +4,8 @@ A student predicts a label with a confidence, learns one teacher label at a time
 the labels it has learned (``version``; predictions carry it) and gives its state for
 checkpoints. A fresh student may first learn texts the teacher labelled offline
 (:meth:`BaseStudent.warm_start`, :mod:`streamer.models.warm_start`); those do not count in ``version``.
-Students are River estimators underneath; which kinds exist is up to the tasks (:mod:`streamer.tasks`), and ``tests/test_student_contract.py`` checks every one.
+Students are River estimators underneath; which kinds exist is up to the tasks (:mod:`streamer.tasks`), and
+``tests/test_student_contract.py`` checks every one.
 
 >>> from streamer.models.naive_bayes import NaiveBayesStudent
 >>> s = NaiveBayesStudent("nb")
