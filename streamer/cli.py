@@ -332,7 +332,7 @@ def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         print(f"Static embeddings of {settings.teacher_model_ref}: {folder}")
         if args.file is not None or args.dataset is not None:
-            from streamer.commands.training import warm_start_from
+            from streamer.commands.training import label_warm_start
 
             if not task.warm_starts_students:
                 print(f"streamer: {task.name} students take no warm start", file=sys.stderr)
@@ -341,8 +341,9 @@ def cmd_teacher(settings: Settings, args: argparse.Namespace) -> int:
             source = args.file or resolve_dataset(task, args.dataset)
             examples = (load_examples(file=args.file, split=split) if args.file is not None
                         else load_examples(source, split=split))
-            warm_start_from(settings, settings.teacher_model_ref, examples,
-                            source=f"{source}: {len(examples)} texts of its {split} split")
+            label_warm_start(settings.teacher_model_ref, [e.text for e in examples], folder, task=settings.task,
+                             source=f"{source}: {len(examples)} texts of its {split} split",
+                             max_length=settings.teacher_max_length, device=settings.teacher_device)
         return 0
     if args.file is not None:
         examples, name = load_examples(file=args.file, split=args.split or "teacher"), args.file.stem

@@ -134,16 +134,6 @@ def label_warm_start(teacher_ref: str, texts: list[str], folder: Path, *, task: 
     return path
 
 
-def warm_start_from(settings: Settings, teacher_ref: str, examples: list[Example], source: str) -> Path:
-    """:func:`label_warm_start` for a teacher given by id or path, beside its embeddings (distilled first if
-    missing; see :func:`~streamer.models.embeddings.embeddings_folder` for where)."""
-    from streamer.models.embeddings import ensure_embeddings
-
-    folder = ensure_embeddings(teacher_ref, settings.data_dir)
-    return label_warm_start(teacher_ref, [e.text for e in examples], folder, task=settings.task, source=source,
-                            max_length=settings.teacher_max_length, device=settings.teacher_device)
-
-
 def default_steps(dataset: str) -> int:
     """Fine-tuning steps for ``dataset``'s teacher: the shipped dataset's default, else 300."""
     return SHIPPED[dataset].teacher_steps if dataset in SHIPPED else 300
