@@ -177,7 +177,9 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
     """
     teacher_model = ensure_teacher(settings, dataset, teacher_steps)
     settings = settings.replace(teacher_model=teacher_model)
-    build_triage(settings)  # a student on the teacher's embeddings: distil them here, once, not in each worker
+    # a student on the teacher's embeddings: distil them here, once, not in each worker (no warm start: the
+    # student is thrown away, each worker warm-starts its own)
+    build_triage(settings.replace(warm_start=False))
     examples = load_examples(dataset, split="stream", limit=events)
     run_dir = Path(settings.data_dir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
