@@ -73,6 +73,11 @@ def wait_until(condition, demo: subprocess.Popen, log: Path, timeout: float = 24
         time.sleep(0.1)
 
 
+def default_sigint() -> None:
+    """In the child before it runs: SIGINT back to its default, whatever the test run was started with."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize(("when", "signals", "status"), [
     ("streaming", (signal.SIGTERM,), 143),
@@ -83,9 +88,10 @@ def wait_until(condition, demo: subprocess.Popen, log: Path, timeout: float = 24
 def test_demo_stops_its_broker_and_workers(tmp_path, quick_teacher, when, signals, status):
     data, log = tmp_path / "data", tmp_path / "demo.log"
     with log.open("wb") as out:  # --rate keeps the 300 events streaming for 30 s: the signal lands mid-stream
+        # Ctrl-C as in a terminal: a shell starts background jobs with SIGINT ignored, and a child inherits that
         demo = subprocess.Popen([sys.executable, "-m", "streamer", "demo", "--events", "300", "--rate", "10",
                                  "--teacher-model", quick_teacher, "--data-dir", str(data)],
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=default_sigint)
     try:
         if when == "streaming":
             wait_until(lambda: all(list(data.glob(f"runs/*/{role}.ready")) for role in ("student", "teacher")),
