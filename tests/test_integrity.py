@@ -14,7 +14,7 @@ import pytest
 from streamer.models.naive_bayes import NaiveBayesStudent
 from streamer.models.student import FEATURE_BUCKETS
 from streamer.records import Catalogue, Rejection, dead_letter, encode
-from streamer.records.signing import sign
+from streamer.records.signing import sign_escalation, sign_label
 from streamer.settings import Settings
 from streamer.triage import build_triage, triage_config
 from streamer.triage.checkpoint import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
@@ -43,12 +43,14 @@ def student(tmp_path: Path, **options) -> StudentLogic:
 
 
 def label(esc: dict, value: str, **changes) -> bytes:
+    """The teacher's label ``value`` for ``esc`` (signed by the teacher when ``esc`` is signed), then ``changes``
+    applied to it as someone without the key would: after the signature."""
     record = {"id": esc["id"], "text": esc["text"], "label": value, "teacher_version": "t", "reason": esc["reason"],
               "student_label": esc["student_label"], "student_confidence": esc["student_confidence"],
-              "weight": esc["weight"], "labelled_time": 1, **changes}
-    if "signature" in esc and "signature" not in changes:
-        record["signature"] = esc["signature"]
-    return orjson.dumps(record)
+              "weight": esc["weight"], "labelled_time": 1}
+    if "signature" in esc:
+        record["signature"] = sign_label(b"secret", record)
+    return orjson.dumps({**record, **changes})
 
 
 def run(coro):
@@ -96,14 +98,59 @@ def test_an_event_the_student_fails_on_is_dead_lettered_and_the_next_one_is_answ
 def test_with_a_label_key_escalations_are_signed_and_only_signed_labels_are_learned(tmp_path):
     logic = student(tmp_path, label_key="secret", threshold=1.0)
     esc = escalate(logic, "a")
-    assert esc["signature"] == sign(b"secret", esc)
+    assert esc["signature"] == sign_escalation(b"secret", esc)
     version = logic.triage.student.version
     forged = label(esc, "rotten", weight=1e300, student_confidence=0.01)  # the signature no longer matches
     unsigned = label({k: v for k, v in esc.items() if k != "signature"}, "rotten")
-    assert not logic.learn_label(forged) and not logic.learn_label(unsigned)
+    relabelled = label(esc, "rotten", label="fresh")  # a signed label replayed with another label
+    student_signed = label(esc, "rotten", signature=esc["signature"])  # the escalation's signature is not a label's
+    non_ascii = label(esc, "rotten", signature="\u00e9" * 64)  # hmac.compare_digest raises on such a str
+    for bad in (forged, unsigned, relabelled, student_signed, non_ascii):
+        assert not logic.learn_label(bad)
+    assert not logic.learn_label_safely(label(esc, "rotten", signature=12345), 0, 9)
     assert logic.triage.student.version == version
-    assert logic.metrics.value("streamer_labels_rejected_total", reason="unauthenticated") == 2
+    assert logic.metrics.value("streamer_labels_rejected_total", reason="unauthenticated") == 5
+    assert logic.metrics.value("streamer_labels_rejected_total", reason="schema") == 1  # a number is no signature
     assert logic.learn_label(label(esc, "rotten")) and logic.triage.student.version == version + 1
+
+
+def test_a_label_the_student_cannot_take_is_counted_and_the_worker_carries_on(tmp_path):
+    logic = student(tmp_path, threshold=1.0)
+    esc = escalate(logic, "e")
+
+    def broken(*args, **kwargs):
+        raise TypeError("an unexpected failure inside the student")
+
+    logic.triage.learn = broken
+    assert logic.learn_label_safely(label(esc, "rotten"), 2, 41) is False
+    assert logic.metrics.value("streamer_labels_rejected_total", reason="processing_error") == 1
+
+
+def test_the_teacher_answers_only_signed_escalations_and_signs_its_labels(tmp_path):
+    from streamer.workers.teacher_logic import Incoming, TeacherLogic
+
+    class Stub:
+        version = "stub"
+
+        def predict(self, texts):
+            return [("fresh", 0.9) for _ in texts]
+
+    settings = Settings(data_dir=tmp_path, label_key="secret", student="nb")
+    logic = student(tmp_path, label_key="secret", threshold=1.0)
+    esc = escalate(logic, "f")
+    tampered = {**esc, "weight": 1.0 / 0.05}
+    non_ascii = {**esc, "signature": "\u00e9" * 64}
+    send = Collector()
+    teacher = TeacherLogic(settings, Catalogue.load(), Stub())
+    run(teacher.answer([Incoming(orjson.dumps(e), "escalations", 0, i) for i, e in enumerate([esc, tampered,
+                                                                                                non_ascii])], send))
+    by_topic = {}
+    for topic, key, record in send.sent:
+        by_topic.setdefault(topic, []).append(record)
+    assert [d["reason"] for d in by_topic["dead-letter"]] == ["unauthenticated", "unauthenticated"]
+    [answered] = by_topic["labels"]
+    assert answered["signature"] == sign_label(b"secret", answered) != esc["signature"]
+    assert logic.learn_label(orjson.dumps(answered))
 
 
 def test_the_teacher_group_reports_bad_labels_once(tmp_path):

@@ -64,12 +64,9 @@ def teacher_prediction(esc: dict[str, Any], label: str, confidence: float, teach
 
 
 def label_record(esc: dict[str, Any], label: str, teacher_version: str) -> dict[str, Any]:
-    """The teacher's label for an escalation; the student's signature, if any, is carried unchanged."""
-    record = {
+    """The teacher's label for an escalation (unsigned: the teacher signs it with the label key, when set)."""
+    return {
         "id": esc["id"], "text": esc["text"], "label": label, "teacher_version": teacher_version,
         "reason": esc["reason"], "student_label": esc["student_label"],
         "student_confidence": esc["student_confidence"], "weight": esc["weight"], "labelled_time": now_ms(),
     }
-    if "signature" in esc:
-        record["signature"] = esc["signature"]
-    return record
