@@ -223,8 +223,7 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    from streamer.kafka import KafkaClients
-    from streamer.records import Catalogue, create_topics
+    from streamer.records import Catalogue, ensure_topics
 
     catalogue = Catalogue.load(settings.catalogue_path)
     names = settings.topics
@@ -236,8 +235,7 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{names[spec.name]:24} partitions={spec.partitions} cleanup={spec.cleanup_policy} "
                   f"retention_ms={spec.retention_ms} key: {spec.key}")
         return 0
-    result = asyncio.run(create_topics(catalogue, settings.bootstrap_servers, KafkaClients(settings).security(),
-                                       names=names))
+    result = asyncio.run(ensure_topics(settings, catalogue))
     for name, status in result.items():
         print(f"{name}: {status}")
     return 0

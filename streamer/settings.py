@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamer.kafka.broker_profile import BROKER_KINDS
+from streamer.records.codec import MAX_TEXT_BYTES_LIMIT, internal_record_limit
 from streamer.records.topics import TopicNames
 from streamer.tasks import get_task
 from streamer.triage.policies import POLICIES
@@ -49,10 +51,17 @@ class Settings:
     text_field: str = "text"  # dotted path to an event's text
     broker_port: int = 9092
     catalogue_path: Path | None = None
-    session_timeout: float = 4.0
-    heartbeat_interval: float = 1.0
-    fetch_max_wait: float = 0.05  # s; the embedded broker holds every fetch this long, so keep it short
+    # auto: ask the broker (the embedded broker is told apart by its cluster id); kafka; embedded
+    broker_kind: str = "auto"
+    # Consumer-group timing in s; unset: the broker's profile (Apache Kafka's client defaults 45 / 3 / 0.5 on Kafka,
+    # 4 / 1 / 0.05 on the embedded broker, which holds a join for half the session and every fetch for the wait)
+    session_timeout: float | None = None
+    heartbeat_interval: float | None = None
+    fetch_max_wait: float | None = None
     broker_timeout: float = 60.0  # workers exit (status 3) when the broker stays away this long
+    # Durability of the topics `topics create` makes; unset: min(3, brokers in the cluster) and all replicas but one
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
     # Kafka security (passed through to the clients, never logged)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -91,6 +100,9 @@ class Settings:
     teacher_max_wait: float = 0.05
     teacher_max_length: int = 128
     teacher_timeout: float = 0.0  # > 0: publish the student's answer as provisional after this many seconds
+    # a teacher that fails on every text (model server down, device lost) is retried with backoff this long, then
+    # the worker exits uncommitted (status 4) so the escalations wait for a healthy teacher
+    teacher_retry_timeout: float = 120.0
     # Logging and monitoring
     log_level: str = "INFO"
     log_format: str = "text"  # text | json (one JSON object per line)
@@ -127,9 +139,24 @@ class Settings:
         for name in ("student_batch_size", "teacher_batch_size", "teacher_max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("broker_timeout", "checkpoint_interval", "teacher_timeout"):
+        for name in ("broker_timeout", "checkpoint_interval", "teacher_timeout", "teacher_retry_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.broker_kind not in BROKER_KINDS:
+            raise ValueError(f"broker_kind must be one of {BROKER_KINDS}, got {self.broker_kind!r}")
+        for name in ("session_timeout", "heartbeat_interval", "fetch_max_wait"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("replication_factor", "min_insync_replicas"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if (self.replication_factor is not None and self.min_insync_replicas is not None
+                and self.min_insync_replicas > self.replication_factor):
+            raise ValueError(f"min_insync_replicas ({self.min_insync_replicas}) must not exceed replication_factor "
+                             f"({self.replication_factor}): producers asking every in-sync replica would be refused")
+        if not 1 <= self.max_text_bytes <= MAX_TEXT_BYTES_LIMIT:
+            raise ValueError(f"max_text_bytes must be within [1, {MAX_TEXT_BYTES_LIMIT}] so that the records made "
+                             f"from an event stay below Kafka's 1 MiB message limit, got {self.max_text_bytes}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -177,13 +204,15 @@ class Settings:
         return self.data_dir / "teachers" / dataset
 
     @property
+    def max_internal_record_bytes(self) -> int:
+        """Largest escalation, label or prediction an accepted event can make (internal topics are decoded against
+        it)."""
+        return internal_record_limit(self.max_text_bytes)
+
+    @property
     def student_kind(self) -> str:
         """The configured student, or the task's default."""
         return self.student or get_task(self.task).default_student
-
-    @property
-    def fetch_max_wait_ms(self) -> int:
-        return max(1, int(self.fetch_max_wait * 1000))
 
     def to_env(self) -> dict[str, str]:
         """``STREAMER_*`` variables that rebuild these settings in a child process (unset fields left out).

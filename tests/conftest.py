@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from streamer.kafka import EmbeddedBroker, free_port
-from streamer.records.catalogue import Catalogue, create_topics
+from streamer.records.catalogue import Catalogue, ensure_topics
 from streamer.settings import Settings
 
 TEST_TEACHER_STEPS = 60
@@ -30,7 +30,7 @@ def catalogue() -> Catalogue:
 def broker(tmp_path: Path):
     """A fresh embedded broker (Tansu) for one test, topics created from the catalogue."""
     with EmbeddedBroker(port=free_port(), log_file=tmp_path / "broker.log") as b:
-        asyncio.run(create_topics(Catalogue.load(), b.bootstrap))
+        asyncio.run(ensure_topics(Settings(broker=b.url)))
         yield b
 
 

@@ -3,7 +3,8 @@ import asyncio
 import orjson
 import pytest
 
-from streamer.records.catalogue import REQUIRED_TOPICS, Catalogue, CatalogueError, create_topics
+from streamer.records.catalogue import REQUIRED_TOPICS, Catalogue, CatalogueError, ensure_topics
+from streamer.settings import Settings
 
 
 def test_catalogue_names_every_topic_with_schema(catalogue):
@@ -30,7 +31,7 @@ def test_malformed_catalogue_is_a_clear_error(tmp_path):
 
 def test_create_topics_on_a_real_broker_is_idempotent(broker, catalogue):
     # the fixture created them already
-    result = asyncio.run(create_topics(catalogue, broker.bootstrap))
+    result = asyncio.run(ensure_topics(Settings(broker=broker.url), catalogue))
     assert set(result) == set(REQUIRED_TOPICS) and set(result.values()) == {"exists"}
 
 
@@ -40,4 +41,4 @@ def test_partition_mismatch_is_refused(broker, catalogue, tmp_path):
     other = tmp_path / "c.json"
     other.write_bytes(orjson.dumps(doc))
     with pytest.raises(CatalogueError, match="partitions"):
-        asyncio.run(create_topics(Catalogue.load(other), broker.bootstrap))
+        asyncio.run(ensure_topics(Settings(broker=broker.url), Catalogue.load(other)))

@@ -9,8 +9,7 @@ import orjson
 import pytest
 
 from streamer.datasets import load_examples
-from streamer.kafka import KafkaClients
-from streamer.records import Catalogue, create_topics
+from streamer.records import ensure_topics
 from streamer.workers.supervisor import WorkerProcesses
 
 pytestmark = pytest.mark.integration
@@ -61,8 +60,7 @@ def test_two_namespaced_cascades_read_their_own_topics(tmp_path, settings, quick
     for ns, (dataset, topic, _, id_field, text_field, shape) in CASCADES.items():
         s = settings.replace(namespace=ns, input_topic=topic, id_field=id_field, text_field=text_field)
         cascade_settings[ns] = s
-        created = asyncio.run(create_topics(Catalogue.load(), s.bootstrap_servers, KafkaClients(s).security(),
-                                            names=s.topics))
+        created = asyncio.run(ensure_topics(s))
         assert topic not in created and f"{ns}.predictions" in created  # the input topic is the user's
         run_dir = tmp_path / ns
         run_dir.mkdir()
@@ -127,7 +125,7 @@ def test_a_student_started_before_its_topics_exist_waits_with_a_message_then_wor
             while "does not exist" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
                 time.sleep(0.5)
             waiting = log.read_text()
-            asyncio.run(create_topics(Catalogue.load(), s.bootstrap_servers, names=s.topics))
+            asyncio.run(ensure_topics(s))
             procs.wait_ready(timeout=120)
             asyncio.run(produce(s, "late.events", [orjson.dumps({"id": f"x{i}", "text": "fine"}) for i in range(20)],
                                 progress=False))

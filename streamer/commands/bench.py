@@ -24,9 +24,9 @@ import orjson
 from streamer.commands.demo import run_demo
 from streamer.commands.training import ensure_teacher
 from streamer.datasets import Example, load_examples
-from streamer.kafka import EmbeddedBroker, KafkaClients, free_port
+from streamer.kafka import EmbeddedBroker, free_port
 from streamer.kafka.topic_io import produce, read_topic
-from streamer.records import EVENTS, PREDICTIONS, Catalogue, create_topics
+from streamer.records import EVENTS, PREDICTIONS, ensure_topics
 from streamer.settings import Settings
 from streamer.models.teacher import Teacher
 from streamer.triage import build_triage, triage_config
@@ -110,8 +110,7 @@ def bench_student_path(settings: Settings, examples: list[Example], events: int,
     workers = WorkerProcesses(path_settings, broker.url, path_settings.teacher_model_ref, run_dir)
     try:  # every child starts in here, so the finally stops it (on Ctrl-C and SIGTERM too)
         broker.start()
-        asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), broker.bootstrap,
-                                  KafkaClients(path_settings).security(), names=path_settings.topics))
+        asyncio.run(ensure_topics(path_settings))
         warm_student_checkpoint(path_settings, examples[:2000], run_dir / "student.ckpt")
         values = (orjson.dumps({"id": f"b{i}", "text": examples[i % len(examples)].text}) for i in range(events))
         log(f"  producing {events} events ...")

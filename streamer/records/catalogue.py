@@ -26,7 +26,9 @@ import fastjsonschema
 import orjson
 
 if TYPE_CHECKING:
+    from streamer.kafka.clients import KafkaClients
     from streamer.records.topics import TopicNames
+    from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,9 @@ class TopicSpec:
             return str(exc.message)
         return None
 
-    def topic_configs(self) -> dict[str, str]:
-        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+    def topic_configs(self, min_insync_replicas: int = 1) -> dict[str, str]:
+        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms),
+                "min.insync.replicas": str(min_insync_replicas)}
 
 
 class Catalogue:
@@ -122,39 +125,60 @@ def default_catalogue_path() -> Path:
     return candidates[0]
 
 
-async def create_topics(catalogue: Catalogue, bootstrap: str, client_options: dict[str, Any] | None = None,
-                        timeout: float = 30.0, names: "TopicNames | None" = None) -> dict[str, str]:
+async def create_topics(catalogue: Catalogue, clients: "KafkaClients", timeout: float = 30.0,
+                        names: "TopicNames | None" = None) -> dict[str, str]:
     """Create every catalogue topic the cascade owns (``names``: its namespace and own input/output topics)
-    that the broker lacks; check those that exist. The user's input topic is never created or altered.
+    that the broker lacks, replicated as ``clients.durability()`` says; check those that exist. The user's input
+    topic is never created or altered.
 
     Returns ``{topic: "created" | "exists"}``. Raises :class:`CatalogueError` when an existing topic has a
-    partition count other than the catalogue's.
+    partition count other than the catalogue's; an existing topic with fewer replicas than asked for is reported
+    with a warning (Kafka cannot add replicas at creation time; ``kafka-reassign-partitions.sh`` can).
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from streamer.records.topics import TopicNames
 
     names = names or TopicNames()
+    factor, min_insync = clients.durability()
     owned = {names[spec.name]: spec for spec in catalogue if names.owned(spec.name)}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
-                                **(client_options or {}))
+    admin = AIOKafkaAdminClient(bootstrap_servers=clients.bootstrap, request_timeout_ms=int(timeout * 1000),
+                                **clients.security())
     await asyncio.wait_for(admin.start(), timeout)
     try:
         existing = set(await admin.list_topics())
         missing = [topic for topic in owned if topic not in existing]
         if missing:
-            await admin.create_topics([NewTopic(topic, owned[topic].partitions, 1,
-                                                topic_configs=owned[topic].topic_configs()) for topic in missing])
+            await admin.create_topics([NewTopic(topic, owned[topic].partitions, factor,
+                                                topic_configs=owned[topic].topic_configs(min_insync))
+                                       for topic in missing])
+            log.info("created %s with replication factor %d and min.insync.replicas %d", ", ".join(missing), factor,
+                     min_insync)
         described = await admin.describe_topics(list(owned))
         for topic in described:
             name = topic["topic"]
             want = owned[name].partitions
-            got = len(topic.get("partitions", []))
-            if got != want:
+            partitions = topic.get("partitions", [])
+            if len(partitions) != want:
                 raise CatalogueError(
-                    f"topic {name!r} has {got} partitions on the broker but the catalogue says {want}; "
+                    f"topic {name!r} has {len(partitions)} partitions on the broker but the catalogue says {want}; "
                     "delete it or use a fresh broker"
                 )
+            replicas = min((len(p.get("replicas") or []) for p in partitions), default=0)
+            if name not in missing and 0 < replicas < factor:
+                log.warning("topic %s exists with replication factor %d, below the %d asked for: losing a broker "
+                            "can lose its records", name, replicas, factor)
         return {topic: ("created" if topic in missing else "exists") for topic in owned}
     finally:
         await admin.close()
+
+
+async def ensure_topics(settings: "Settings", catalogue: Catalogue | None = None, timeout: float = 30.0
+                        ) -> dict[str, str]:
+    """:func:`create_topics` for the cascade ``settings`` name, on the broker they name (waited for and profiled
+    first, so the replication factor fits the cluster)."""
+    from streamer.kafka.clients import KafkaClients
+
+    clients = await KafkaClients.connect(settings, timeout=timeout)
+    return await create_topics(catalogue or Catalogue.load(settings.catalogue_path), clients, timeout=timeout,
+                               names=settings.topics)

@@ -36,6 +36,24 @@ REJECTION_REASONS = (*DECODE_REASONS, "processing_error", "teacher_error", "unau
 #: so a dead-letter record stays far below any producer's request size whatever the input.
 DEAD_LETTER_VALUE_BYTES = 64 * 1024
 DEAD_LETTER_ERROR_CHARS = 2000
+#: What an escalation, a label or a prediction adds to the event it is made from (field names, the student's guess,
+#: versions, times, a signature), with room to spare.
+INTERNAL_RECORD_OVERHEAD = 16 * 1024
+#: Largest ``max_text_bytes`` allowed: every record made from an accepted event (at most
+#: :func:`internal_record_limit` bytes) then stays below Kafka's default message limit (``message.max.bytes``, 1 MiB).
+MAX_TEXT_BYTES_LIMIT = 400_000
+
+
+def internal_record_limit(max_text_bytes: int) -> int:
+    """Largest escalation, label or prediction made from an event of at most ``max_text_bytes``: the event's text
+    and fields once more (JSON re-encoding can lengthen numbers, ``1e5`` -> ``100000.0``) plus the overhead. The
+    workers decode ``escalations`` and ``labels`` against it, so an event accepted at the door is never refused
+    as too large on the way to its answer.
+
+    >>> internal_record_limit(100_000)
+    216384
+    """
+    return 2 * max_text_bytes + INTERNAL_RECORD_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
