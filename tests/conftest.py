@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from streamer.records.catalogue import Catalogue, ensure_topics
 from streamer.settings import Settings
 
 TEST_TEACHER_STEPS = 60
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' own helpers (outage_kit, chaos_teacher)
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +34,16 @@ def broker(tmp_path: Path):
     with EmbeddedBroker(port=free_port(), log_file=tmp_path / "broker.log") as b:
         asyncio.run(ensure_topics(Settings(broker=b.url)))
         yield b
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A local S3 endpoint (``tests/s3_server.py``) for durable embedded brokers (``tests/outage_kit.py``)."""
+    from outage_kit import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3") / "s3.log").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture()

@@ -1,11 +1,14 @@
 """Chaos on the real embedded broker with real worker processes.
 
 3,000 good events (a share of them from a librdkafka producer in every codec, keyless, with headers), a 2 MB
-record on each input topic, a forged label, escalations the teacher fails on, student workers scaled 1 -> 3 -> 1
-and a second teacher added mid-stream, one SIGKILL of each role. Then: every good id has a final answer, no
-worker exited on its own, every bad record is on dead-letter exactly once per source offset and every
-dead-letter record is under 1 MiB, and the forged label changed nothing. A second test scales the same way with
-clean stops only and checks that no event was answered twice.
+record on each input topic, a forged label and a label whose signature holds non-ASCII characters, escalations
+the teacher fails on, a teacher that fails on everything for 20 s and then recovers, student workers scaled
+1 -> 3 -> 1 and a second teacher added mid-stream, one SIGKILL of each role, the broker SIGKILLed and restarted
+mid-stream, and every connection to it refused for 30 s. The broker keeps its data on durable storage (S3, on a
+local server) and is reached through a TCP proxy (``tests/outage_kit.py``). Then: every good id has a final
+answer, no worker exited on its own, every bad record is on dead-letter exactly once per source offset and
+every dead-letter record is under 1 MiB, and the forged labels changed nothing. A second test scales the same
+way with clean stops only and checks that no event was answered twice.
 """
 
 from __future__ import annotations
@@ -23,14 +26,19 @@ import pytest
 from streamer.datasets import load_examples
 from streamer.kafka import free_port
 from streamer.kafka.topic_io import produce
-from streamer.records import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS
+from outage_kit import DurableBroker, TcpProxy
+from streamer.records import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS, ensure_topics
+from streamer.settings import Settings
 from streamer.workers.supervisor import WorkerProcesses
 
 pytestmark = pytest.mark.integration
 
 TESTS = Path(__file__).resolve().parent
-#: the text marker on which tests/chaos_teacher.py's teacher fails
-POISON = runpy.run_path(str(TESTS / "chaos_teacher.py"))["POISON"]
+#: the text marker on which tests/chaos_teacher.py's teacher fails, and the variable naming its outage file
+CHAOS_TEACHER = runpy.run_path(str(TESTS / "chaos_teacher.py"))
+POISON = CHAOS_TEACHER["POISON"]
+#: how long the teacher fails on everything, and how long every connection to the broker is refused (seconds)
+TEACHER_OUTAGE, REFUSAL = 20.0, 30.0
 BIG = 2 * 1024 * 1024
 CODECS = ("gzip", "snappy", "lz4", "zstd")
 LABEL_KEY = "chaos-label-key"
@@ -103,10 +111,31 @@ def metric(port: int, line_start: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
 
 
-def test_chaos(tmp_path, quick_teacher, settings, topic_records):
+@pytest.fixture()
+def durable_settings(tmp_path, s3, quick_teacher):
+    """Settings for a durable embedded broker (S3 storage) reached only through a TCP proxy; yields
+    ``(settings, broker, proxy)``."""
+    broker_port = free_port()
+    proxy = TcpProxy(broker_port).start()
+    broker = DurableBroker(s3, s3.bucket(), tmp_path / "broker.log", port=broker_port, advertised_port=proxy.port)
+    broker.start()
+    settings = Settings(broker=f"kafka://127.0.0.1:{proxy.port}", data_dir=tmp_path / "data",
+                        teacher_model=quick_teacher, broker_timeout=120.0)
+    asyncio.run(ensure_topics(settings))
+    try:
+        yield settings, broker, proxy
+    finally:
+        broker.stop()
+        proxy.stop()
+
+
+def test_chaos(tmp_path, quick_teacher, durable_settings, topic_records):
+    settings, broker, proxy = durable_settings
     read_all = topic_records
     port = free_port()
-    workers = WorkerProcesses(settings, settings.broker_url, quick_teacher, tmp_path, env=worker_env(),
+    outage_file = tmp_path / "teacher-outage"
+    workers = WorkerProcesses(settings, settings.broker_url, quick_teacher, tmp_path,
+                              env=worker_env(**{CHAOS_TEACHER["OUTAGE_FILE_VARIABLE"]: str(outage_file)}),
                               metrics_ports={"student-2": port})
     good = good_events(3000, "g")
     by_codec = {codec: good[600 + 100 * i:700 + 100 * i] for i, codec in enumerate(CODECS)}  # 400 via librdkafka
@@ -115,6 +144,7 @@ def test_chaos(tmp_path, quick_teacher, settings, topic_records):
     forged_label = {"id": "g5", "text": good[5]["text"], "label": "rotten", "teacher_version": "forged",
                     "reason": "low_confidence", "student_label": "fresh", "student_confidence": 0.01,
                     "weight": 1e300, "labelled_time": 1}
+    non_ascii_label = {**forged_label, "id": "g6", "text": good[6]["text"], "signature": "\u00e9\u00e8" * 32}
     big = {EVENTS: orjson.dumps({"id": "big-event", "text": "x" * BIG}),
            ESCALATIONS: orjson.dumps({"id": "big-esc", "text": "y" * BIG}),
            LABELS: orjson.dumps({"id": "big-label", "text": "z" * BIG})}
@@ -123,15 +153,18 @@ def test_chaos(tmp_path, quick_teacher, settings, topic_records):
     try:
         workers.wait_ready(timeout=180)
         # Phase 1: the teacher fails on poisoned escalations (sent during warm-up, so all escalated), a 2 MB record
-        # on each input topic, a forged label; 600 good events.
+        # on each input topic, a forged label and one whose signature no HMAC can hold; 600 good events.
         feed(settings, poison)
         for topic, value in big.items():
             send_raw(settings, topic, [value])
-        send_raw(settings, LABELS, [orjson.dumps(forged_label)])
+        send_raw(settings, LABELS, [orjson.dumps(forged_label), orjson.dumps(non_ascii_label)])
         feed(settings, rest[:600])
         final_answers(read_all, settings, {e["id"] for e in rest[:600]}, timeout=240)
 
-        # Phase 2: 1 -> 3 students and a second teacher while librdkafka producers send in every codec.
+        # Phase 2: 1 -> 3 students and a second teacher while librdkafka producers send in every codec; the teacher
+        # model fails on everything for 20 s meanwhile (the teachers retry; nothing is dead-lettered for it).
+        outage_file.touch()
+        outage_ends = time.monotonic() + TEACHER_OUTAGE
         workers.start("student", name="student-2")
         workers.start("student", name="student-3")
         for codec, events in by_codec.items():
@@ -140,23 +173,33 @@ def test_chaos(tmp_path, quick_teacher, settings, topic_records):
             if codec == "snappy":
                 workers.start("teacher", name="teacher-2")
         workers.wait_ready(timeout=180)
-        feed(settings, rest[600:1400])
+        feed(settings, rest[600:1000])
+        time.sleep(max(outage_ends - time.monotonic(), 0))
+        outage_file.unlink()
+        feed(settings, rest[1000:1400])
 
-        # Phase 3: SIGKILL a student and a teacher mid-stream; both come back.
+        # Phase 3: SIGKILL a student and a teacher mid-stream; both come back. Then the broker is SIGKILLed and
+        # restarted mid-stream, with its data.
         workers.kill("student-1")
         workers.start("student", name="student-1")
-        feed(settings, rest[1400:1800])
+        feed(settings, rest[1400:1600])
         workers.kill("teacher-1")
         workers.start("teacher", name="teacher-1")
         workers.wait_ready(timeout=180)
+        feed(settings, rest[1600:1800])
+        broker.restart(down_for=5.0)
 
         # Phase 4: 3 -> 1 students with clean stops while the rest streams in. Student-2 read every label from
-        # the start: it skipped the forged one.
+        # the start: it skipped the forged ones. Then every connection to the broker is refused for 30 s.
         rejected = metric(port, 'streamer_labels_rejected_total{reason="unauthenticated"}')
         learned = metric(port, "streamer_labels_learned_total")
         stopped = {"student-2": stop_and_wait_for_rebalance(workers, tmp_path, "student-2", ["student-1", "student-3"]),
                    "student-3": stop_and_wait_for_rebalance(workers, tmp_path, "student-3", ["student-1"])}
-        feed(settings, rest[1800:])
+        feed(settings, rest[1800:2200])
+        proxy.refuse()
+        time.sleep(REFUSAL)
+        proxy.accept()
+        feed(settings, rest[2200:])
         ids = {e["id"] for e in good}
         answers = final_answers(read_all, settings, ids, timeout=420)
         workers.check_alive()  # no worker exited on its own
@@ -177,19 +220,23 @@ def test_chaos(tmp_path, quick_teacher, settings, topic_records):
     assert {k: len(v) for k, v in by_source.items() if len(v) != 1} == {}
     reasons = sorted((topic, d[0]["reason"]) for (topic, _, _), d in by_source.items())
     assert reasons == sorted([(EVENTS, "too_large"), (ESCALATIONS, "too_large"), (LABELS, "too_large"),
-                              (LABELS, "unauthenticated")] + [(ESCALATIONS, "teacher_error")] * len(poison))
+                              (LABELS, "unauthenticated"), (LABELS, "unauthenticated")]
+                             + [(ESCALATIONS, "teacher_error")] * len(poison))
     assert max(dead_bytes) < 1 << 20
     assert {d["value_sha256"] for d in dead if d["reason"] == "too_large"} and all(
         d["value_bytes"] > BIG for d in dead if d["reason"] == "too_large")
     # Poisoned events were dead-lettered with the exception type, never answered.
     assert all(d["exception"] == "ValueError" for d in dead if d["reason"] == "teacher_error")
     assert not any(p["id"] in answers for p in poison)
-    # The forged label changed nothing: not learned, and the threshold never fell to "answer everything".
-    assert rejected == 1 and learned > 500
+    # The forged labels changed nothing: not learned, and the threshold never fell to "answer everything".
+    assert rejected == 2 and learned > 500
     student_answers = [r for rs in answers.values() for r in rs if r["source"] == "student"]
     assert student_answers and min(r["threshold"] for r in student_answers) > 0.5
-    for name in ("student-1", "student-2", "student-3"):
+    for name in ("student-1", "student-2", "student-3", "teacher-1", "teacher-2"):
         assert "Traceback" not in (tmp_path / f"{name}.log").read_text(), name
+    # The teacher outage was retried, not dead-lettered (only the poisoned escalations were).
+    teacher_logs = "".join((tmp_path / f"teacher-{n}.log").read_text() for n in (1, 2))
+    assert "an outage, not bad records" in teacher_logs
 
 
 def test_scaling_with_clean_stops_answers_every_event_once(tmp_path, quick_teacher, settings, topic_records):

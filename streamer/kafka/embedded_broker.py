@@ -86,9 +86,11 @@ class EmbeddedBroker:
     """
 
     def __init__(self, port: int = 9092, host: str = "127.0.0.1", log_file: Path | None = None,
-                 storage: str = MEMORY_STORAGE, env: dict[str, str] | None = None) -> None:
+                 storage: str = MEMORY_STORAGE, env: dict[str, str] | None = None,
+                 advertised_port: int | None = None) -> None:
         self.host = host
         self.port = port
+        self.advertised_port = advertised_port or port  # another port when clients reach it through a proxy
         self.log_file = log_file
         self.storage = storage
         self.env = env
@@ -110,7 +112,8 @@ class EmbeddedBroker:
         address = f"tcp://{self.bootstrap}"
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", address, "--advertised-listener-url", address,
+            [str(tansu_binary()), "broker", "--listener-url", address,
+             "--advertised-listener-url", f"tcp://{self.host}:{self.advertised_port}",
              "--storage-engine", self.storage, "--cluster-id", EMBEDDED_CLUSTER_ID],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env=None if self.env is None else {**os.environ, **self.env},

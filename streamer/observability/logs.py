@@ -2,6 +2,9 @@
 
 Workers log lifecycle events (start, partitions assigned, checkpoint written, teacher
 batches at DEBUG, shutdown) and a periodic summary, never a line per record at INFO.
+While the broker is away the Kafka client would log every failed connection and request
+(dozens of lines a second); :class:`RepeatFilter` lets each of its messages through once
+every :data:`REPEAT_WINDOW` seconds with a count of the ones held back.
 
 >>> import logging
 >>> record = logging.LogRecord("streamer", logging.INFO, __file__, 1, "checkpoint written (%s)", ("periodic",), None)
@@ -19,6 +22,8 @@ from typing import Any
 import orjson
 
 LOG_FORMATS = ("text", "json")
+#: Seconds within which a repeated Kafka-client message is held back (counted, and the count shown next time).
+REPEAT_WINDOW = 30.0
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -38,6 +43,40 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
 
+class RepeatFilter(logging.Filter):
+    """Lets a warning or error (its logger, level and format string) through at most once per ``window`` seconds;
+    the next one through says how many were held back. Lower levels all pass.
+
+    >>> f, clock = RepeatFilter(window=30.0), [0.0]
+    >>> f.clock = lambda: clock[0]
+    >>> def rec(): return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, "Unable connect to %s", ("b",), None)
+    >>> [f.filter(rec()) for _ in range(3)]
+    [True, False, False]
+    >>> clock[0] = 31.0; r = rec(); f.filter(r), r.getMessage()
+    (True, 'Unable connect to b (2 similar lines held back in the last 31 s)')
+    """
+
+    def __init__(self, window: float = REPEAT_WINDOW) -> None:
+        super().__init__()
+        self.window = window
+        self.clock = time.monotonic
+        self.seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        last, held = self.seen.get(key, (None, 0))
+        if last is not None and now - last < self.window:
+            self.seen[key] = (last, held + 1)
+            return False
+        self.seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} similar lines held back in the last {now - last:.0f} s)"
+        return True
+
+
 def logging_config(level: str, log_format: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for stderr in ``log_format`` (used by every command and worker)."""
     if log_format not in LOG_FORMATS:
@@ -47,7 +86,11 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"repeats": {"()": RepeatFilter}},
         "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default",
-                                 "stream": "ext://sys.stderr"}},
+                                 "stream": "ext://sys.stderr"},
+                     "kafka-client": {"class": "logging.StreamHandler", "formatter": "default",
+                                      "stream": "ext://sys.stderr", "filters": ["repeats"]}},
+        "loggers": {"aiokafka": {"handlers": ["kafka-client"], "propagate": False}},
         "root": {"level": level.upper(), "handlers": ["default"]},
     }

@@ -48,6 +48,11 @@ class WorkerMetrics:
                                             buckets=BATCH_BUCKETS, registry=r)
         self.teacher_batch_seconds = Histogram("streamer_teacher_batch_seconds", "Seconds per teacher batch "
                                                "(tokenisation and model)", buckets=LATENCY_BUCKETS, registry=r)
+        self.duplicates_skipped = Counter("streamer_duplicates_skipped", "Records not handled again because the "
+                                          "same record (same id and time) was just handled: a producer's retry "
+                                          "stored it twice", ["topic"], registry=r)
+        self.teacher_retries = Counter("streamer_teacher_retries", "Batches retried because the teacher failed on "
+                                       "every text, a probe text included (an outage, not bad records)", registry=r)
         self.decision_latency = Histogram("streamer_decision_latency_seconds", "Event time (Kafka timestamp) to "
                                           "prediction, by source", ["source"], buckets=LATENCY_BUCKETS, registry=r)
         self.consumer_lag = Gauge("streamer_consumer_lag", "Records not yet processed, per input partition",

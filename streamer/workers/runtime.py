@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from streamer.kafka.clients import KafkaClients
 from streamer.observability.metrics import WorkerMetrics
 from streamer.records import DEAD_LETTER, Rejection, dead_letter, dead_letter_key, encode
 from streamer.settings import Settings
@@ -104,12 +105,20 @@ class WorkerRuntime:
         for topic, partition, lag in lags:
             self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(lag, 0))
 
+    def forget_lag(self, topic: str, partition: int) -> None:
+        """Drop a revoked partition's lag gauge (its new owner reports it)."""
+        try:
+            self.metrics.consumer_lag.remove(topic, str(partition))
+        except KeyError:
+            pass
+
     async def run_background(self, timers: Mapping[str, tuple[float, Callable[[], Any]]] | None = None) -> None:
         """The watchdog, the summary and ``timers`` ({name: (seconds, fn)}); fails as soon as one of them fails."""
         jobs: list[Awaitable[None]] = []
         if self.settings.broker_timeout > 0:
             jobs.append(watch_broker(self.settings.bootstrap_servers, self.settings.broker_timeout,
-                                     on_give_up=self.on_broker_lost))
+                                     on_give_up=self.on_broker_lost,
+                                     client_options=KafkaClients(self.settings).security()))
         if self.summary is not None:
             jobs.append(every(SUMMARY_INTERVAL, self.summary))
         jobs += [self._named(name, every(seconds, fn)) for name, (seconds, fn) in (timers or {}).items()]

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -31,7 +30,7 @@ from streamer.observability.metrics import WorkerMetrics
 from streamer.records import (ESCALATIONS, EVENTS, LABELS, PREDICTIONS, Catalogue, Rejection, encode, escalation,
                               student_prediction)
 from streamer.records.codec import decode_event
-from streamer.records.signing import decode_label, sign
+from streamer.records.signing import decode_signed, sign_escalation
 from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import Triage, build_triage, triage_config
@@ -40,6 +39,7 @@ from streamer.models.embeddings import EmbeddingsError
 from streamer.triage.checkpoint import (Checkpoint, CheckpointError, lock_checkpoint, read_checkpoint,
                                         serialize_checkpoint, write_checkpoint_bytes)
 from streamer.triage.policies import REASON_AUDIT, REASON_CALIBRATION, REASON_LOW_CONFIDENCE, REASON_WARMUP
+from streamer.workers.recent import RecentKeys
 from streamer.workers.runtime import Headers, Send, send_dead_letter
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class StudentState:
     def __init__(self, settings: Settings, triage: Triage | None = None) -> None:
         self.settings = settings
         self.label_offsets: dict[int, int] = {}
-        self.learned_ids: OrderedDict[str, None] = OrderedDict()
+        self.learned_ids = RecentKeys(LEARNED_IDS_KEPT)
         if triage is None:
             self.lock = lock_checkpoint(settings.student_checkpoint)
             triage = self._restore()
@@ -92,11 +92,12 @@ class StudentState:
         if checkpoint is None:
             return None
         triage, self.label_offsets = checkpoint.triage, checkpoint.label_offsets
-        self.learned_ids = OrderedDict.fromkeys(checkpoint.learned_ids)
+        self.learned_ids = RecentKeys(LEARNED_IDS_KEPT, checkpoint.learned_ids)
         if checkpoint.config != triage_config(settings):
             fresh = build_triage(settings)
             if triage.student.kind != settings.student_kind:
                 self.label_offsets = {}
+                self.learned_ids = RecentKeys(LEARNED_IDS_KEPT)  # relearned from offset 0: no duplicates
                 log.warning("the checkpoint holds a %r student but the settings ask for %r: starting a fresh one "
                             "and relearning every label", triage.student.kind, settings.student_kind)
                 return fresh
@@ -111,12 +112,7 @@ class StudentState:
 
     def remember(self, label_id: str) -> bool:
         """Note a label's event id; ``False`` when it was learned already (among the last ones kept)."""
-        if label_id in self.learned_ids:
-            return False
-        self.learned_ids[label_id] = None
-        if len(self.learned_ids) > LEARNED_IDS_KEPT:
-            self.learned_ids.popitem(last=False)
-        return True
+        return not self.learned_ids.seen(label_id)
 
     def _serialize(self) -> bytes:
         return serialize_checkpoint(Checkpoint(self.triage, dict(self.label_offsets), triage_config(self.settings),
@@ -230,7 +226,15 @@ class StudentLogic:
             route = next(routes)
             try:
                 out_topic, record = self._decide(event, r.timestamp_ms, r.headers, route)
-                await send(out_topic, event["id"].encode(), encode(record), r.headers)
+                value = encode(record)
+                if len(value) > settings.max_internal_record_bytes:  # only events of unusual shape get here
+                    self.state.pending.pop(event["id"], None)
+                    await send_dead_letter(self.metrics, send, r.value, Rejection(
+                        "too_large", f"its {out_topic} record would be {len(value)} bytes, over the "
+                                     f"{settings.max_internal_record_bytes}-byte limit of records made from an event"),
+                        r.topic, r.partition, r.offset)
+                    continue
+                await send(out_topic, event["id"].encode(), value, r.headers)
             except Exception as exc:
                 if isinstance(exc, KafkaError) and not isinstance(exc, MessageSizeTooLargeError):
                     raise  # the broker, not this record: the worker's own recovery handles it
@@ -270,7 +274,7 @@ class StudentLogic:
         record = escalation(event, route.reason, route.label, route.confidence, triage.student.version,
                             route.threshold, route.weight, timestamp_ms)
         if self._label_key is not None:
-            record["signature"] = sign(self._label_key, record)
+            record["signature"] = sign_escalation(self._label_key, record)
         if self.settings.teacher_timeout > 0 and route.label is not None:
             answer = self.task.enrich(student_prediction(event, route.label, route.confidence, triage.student.version,
                                                          route.threshold, timestamp_ms, provisional=True),
@@ -286,7 +290,8 @@ class StudentLogic:
         already (the teacher published it again after a crash), or one the student cannot take (NER: tags and
         tokens differ in number). A label's weight is bounded to what the policy produces (1 to 1/audit rate).
         """
-        record = decode_label(value, self.labels_spec, self.settings.max_text_bytes, self._label_key)
+        record = decode_signed(value, self.labels_spec, self.settings.max_internal_record_bytes, self._label_key,
+                               "label")
         if isinstance(record, Rejection):
             self.metrics.labels_rejected.labels(reason=record.reason).inc()
             return False
@@ -304,6 +309,16 @@ class StudentLogic:
             return False
         self.metrics.labels_learned.inc()
         return True
+
+    def learn_label_safely(self, value: bytes | None, partition: int, offset: int) -> bool:
+        """:meth:`learn_label`, and any failure on this one label counted and logged instead of raised: no label,
+        however malformed, stops the worker (the teacher group reports bad labels on ``dead-letter``)."""
+        try:
+            return self.learn_label(value)
+        except Exception as exc:  # noqa: BLE001 - one label must not stop every student, again on every restart
+            log.warning("label %s/%d@%d not learned (%r)", self.settings.topics[LABELS], partition, offset, exc)
+            self.metrics.labels_rejected.labels(reason="processing_error").inc()
+            return False
 
     async def publish_provisional(self, send: Send, now: float | None = None) -> int:
         """The student's answer, marked provisional, for escalations the teacher has not answered in time."""

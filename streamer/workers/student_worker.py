@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from streamer.records import EVENTS, LABELS
 from streamer.workers.group_worker import Batches, GroupWorker
@@ -79,12 +80,17 @@ class StudentWorker(GroupWorker):
         """Read every partition of ``labels`` after the checkpoint (from the start without one) and learn each
         label; partitions added to the topic later are followed too, and a missing topic is waited for."""
         consumer = self.clients.consumer()
-        await consumer.start()
+        await self._start(consumer, "labels consumer")
         offsets = self.logic.state.label_offsets
         followed: set[TopicPartition] = set()
         try:
             while True:
-                new = await self._new_label_partitions(consumer, followed)
+                try:
+                    new = await self._new_label_partitions(consumer, followed)
+                except KafkaError as exc:  # the broker is away: the watchdog decides when to stop waiting
+                    log.warning("could not refresh the partitions of %s (%r); retrying in %.0f s",
+                                self.names[LABELS], exc, TOPIC_CHECK_INTERVAL)
+                    new = set()
                 if new:
                     followed |= new
                     consumer.assign(sorted(followed))
@@ -103,7 +109,7 @@ class StudentWorker(GroupWorker):
                     batches = await consumer.getmany(timeout_ms=200, max_records=2000)
                     for tp, messages in batches.items():
                         for m in messages:
-                            self.logic.learn_label(m.value)
+                            self.logic.learn_label_safely(m.value, tp.partition, m.offset)
                             offsets[tp.partition] = m.offset + 1
         finally:
             await consumer.stop()

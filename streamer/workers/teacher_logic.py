@@ -4,7 +4,12 @@ Each batch is decoded (bad records go to ``dead-letter``), labelled by the teach
 worker thread (tokenisation included, so the event loop keeps consuming and producing),
 then answered on ``predictions`` and fed back on ``labels``. A batch the teacher fails on
 (it raises, or does not give one ``(label, confidence)`` per text) is split in halves until each failing
-record is alone: those go to ``dead-letter`` (``teacher_error``), the rest are answered.
+record is alone. Transient and permanent faults are told apart: a record that fails alone, twice, while
+the teacher answers others (the batch's other records, or a probe text it answered before) goes to
+``dead-letter`` (``teacher_error``); when the teacher fails on everything, the probe included (model
+server down, device lost), that is an outage: the whole batch is retried with backoff for up to
+``teacher_retry_timeout`` seconds, then :class:`TeacherUnavailable` is raised and the worker exits
+uncommitted, so the escalations wait in Kafka for a healthy teacher.
 
 >>> import asyncio, orjson
 >>> from streamer.records import Catalogue
@@ -34,14 +39,28 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streamer.observability.metrics import WorkerMetrics
-from streamer.records import (ESCALATIONS, LABELS, PREDICTIONS, Catalogue, Rejection, decode, encode, label_record,
+from streamer.records import (ESCALATIONS, LABELS, PREDICTIONS, Catalogue, Rejection, encode, label_record,
                               teacher_prediction)
-from streamer.records.signing import decode_label
+from streamer.records.signing import decode_signed, sign_label
 from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.workers.runtime import Headers, Send, send_dead_letter
+from streamer.workers.recent import RecentKeys
+from streamer.workers.watchdog import backoff_delay
 
 log = logging.getLogger(__name__)
+
+
+#: Escalations remembered (by id and escalation time) to skip a copy that a producer's retry stored twice.
+RECENT_ESCALATIONS_KEPT = 100_000
+#: What the teacher is asked when it has failed on everything and has answered nothing yet.
+PROBE_TEXT = "This is a short probe sentence."
+#: Longest wait between retries of a batch while the teacher is failing on everything (seconds).
+TEACHER_RETRY_MAX_DELAY = 10.0
+
+
+class TeacherUnavailable(RuntimeError):
+    """The teacher has failed on every text, a probe included, for ``teacher_retry_timeout`` seconds."""
 
 
 class Labeller(Protocol):
@@ -86,28 +105,40 @@ class TeacherLogic:
         self._answered = self.metrics.predictions.labels(source="teacher")
         self._latency = self.metrics.decision_latency.labels(source="teacher")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher")
+        self._canary = PROBE_TEXT  # the last text the teacher answered: a probe that tells an outage from bad records
+        #: escalations answered lately, by (id, escalated time): a copy stored by a producer's retry (a broker that
+        #: died before acknowledging it) is the same request and is not answered twice
+        self._recent = RecentKeys(RECENT_ESCALATIONS_KEPT)
 
-    async def answer(self, batch: list[Incoming], send: Send) -> None:
-        """Decode, label and answer one batch of ``escalations`` records; dead-letter those that fail."""
+    async def answer(self, batch: list[Incoming], send: Send, stop: asyncio.Event | None = None) -> None:
+        """Decode, label and answer one batch of ``escalations`` records; dead-letter those that fail alone.
+
+        Raises :class:`TeacherUnavailable` when the teacher fails on everything for ``teacher_retry_timeout``
+        seconds, or is still failing when ``stop`` is set (the batch then stays uncommitted)."""
         items: list[tuple[Incoming, dict[str, Any]]] = []
         for m in batch:
-            record = decode(m.value, self.spec, self.settings.max_text_bytes)
+            record = decode_signed(m.value, self.spec, self.settings.max_internal_record_bytes, self._label_key,
+                                   "escalation")
             if isinstance(record, Rejection):
                 await send_dead_letter(self.metrics, send, m.value, record, m.topic, m.partition, m.offset)
+            elif self._recent.seen((record["id"], record["escalated_time"])):
+                log.debug("escalation %s/%d@%d (id %r) is a copy of one answered already: skipped", m.topic,
+                          m.partition, m.offset, record["id"])
+                self.metrics.duplicates_skipped.labels(topic=ESCALATIONS).inc()
             else:
                 items.append((m, record))
         if not items:
             return
         started = time.perf_counter()
-        results = await self._label(items)
+        results = await self._label_through_outages(items, stop)
         seconds = time.perf_counter() - started
         self.metrics.teacher_batch_size.observe(len(items))
         self.metrics.teacher_batch_seconds.observe(seconds)
         log.info("teacher batch: %d sequences in %.3f s", len(items), seconds)
         for (m, record), result in zip(items, results):
             if isinstance(result, Exception):
-                log.warning("teacher failed on %s/%d@%d (id %r), dead-lettered: %s: %s", m.topic, m.partition,
-                            m.offset, record["id"], type(result).__name__, result)
+                log.warning("teacher failed on %s/%d@%d (id %r) alone while it answers others, dead-lettered: "
+                            "%s: %s", m.topic, m.partition, m.offset, record["id"], type(result).__name__, result)
                 await send_dead_letter(self.metrics, send, m.value, Rejection.from_exception("teacher_error", result),
                                        m.topic, m.partition, m.offset)
                 continue
@@ -116,9 +147,59 @@ class TeacherLogic:
             answer = self.task.enrich(teacher_prediction(record, label, confidence, self.teacher.version),
                                       record["text"])
             await send(PREDICTIONS, key, encode(answer), m.headers)
-            await send(LABELS, key, encode(label_record(record, label, self.teacher.version)))
+            labelled = label_record(record, label, self.teacher.version)
+            if self._label_key is not None:
+                labelled["signature"] = sign_label(self._label_key, labelled)
+            await send(LABELS, key, encode(labelled))
             self._answered.inc()
             self._latency.observe(max(answer["decided_time"] - answer["event_time"], 0) / 1e3)
+
+    async def _label_through_outages(self, items: list[tuple[Incoming, dict[str, Any]]],
+                                     stop: asyncio.Event | None) -> list[tuple[str, float] | Exception]:
+        """:meth:`_label`, the batch retried with backoff while the teacher fails on everything (see the module
+        docstring); a record left failing has failed alone twice while the teacher answers other texts."""
+        deadline = time.monotonic() + self.settings.teacher_retry_timeout
+        attempt = 0
+        while True:
+            results = list(await self._label(items))
+            failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+            if len(failed) < len(results):
+                self._canary = items[next(i for i, r in enumerate(results) if not isinstance(r, Exception))][1]["text"]
+            if not failed:
+                return results
+            if len(failed) < len(results) or await self._answers_probe():
+                for i in failed:  # once more alone: a record is dead-lettered only when it fails again
+                    retried = await self._label([items[i]])
+                    results[i] = retried[0]
+                return results
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (stop is not None and stop.is_set()):
+                raise TeacherUnavailable(
+                    f"the teacher failed on every text of a batch of {len(items)}, and on a probe text, for "
+                    f"{self.settings.teacher_retry_timeout - max(remaining, 0):.0f} s "
+                    f"({type(results[0]).__name__}: {results[0]}); the batch stays uncommitted")
+            delay = min(backoff_delay(attempt, cap=TEACHER_RETRY_MAX_DELAY), remaining)
+            attempt += 1
+            self.metrics.teacher_retries.inc()
+            log.warning("the teacher fails on every text, a probe text included (%s: %s): an outage, not bad "
+                        "records; retrying the batch of %d in %.1f s (attempt %d, giving up after %.0f s)",
+                        type(results[0]).__name__, results[0], len(items), delay, attempt,
+                        self.settings.teacher_retry_timeout)
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _answers_probe(self) -> bool:
+        """Whether the teacher answers the probe text: the last text it answered (a fixed sentence before any)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, [self._canary])
+        except Exception:  # noqa: BLE001 - failing on the probe is the answer
+            return False
+        return True
 
     async def audit_labels(self, batch: list[Incoming], send: Send) -> None:
         """Report the bad records of ``labels`` on ``dead-letter``: malformed, or unsigned while a label key is set.
@@ -127,7 +208,8 @@ class TeacherLogic:
         ``labels`` partition once, so each bad label is reported once.
         """
         for m in batch:
-            record = decode_label(m.value, self.labels_spec, self.settings.max_text_bytes, self._label_key)
+            record = decode_signed(m.value, self.labels_spec, self.settings.max_internal_record_bytes, self._label_key,
+                                   "label")
             if isinstance(record, Rejection):
                 await send_dead_letter(self.metrics, send, m.value, record, m.topic, m.partition, m.offset)
 

@@ -1,0 +1,177 @@
+"""The workers' own bookkeeping, in process: a student change relearns every label, an event near the size limit
+is answered by the teacher, one whose records would outgrow the limit is dead-lettered, the lag gauge counts from
+the committed offset and forgets revoked partitions, a duplicate escalation is answered once, and the resume
+assignor gives claimed partitions back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiokafka import TopicPartition
+
+from streamer.kafka.resume_assignor import ResumeAssignor, decode_claims
+from streamer.observability.metrics import WorkerMetrics
+from streamer.records import Catalogue
+from streamer.settings import Settings
+from streamer.workers.group_worker import GroupWorker, _Rebalance
+from streamer.workers.runtime import WorkerRuntime
+from streamer.workers.student_logic import StudentLogic
+from streamer.workers.teacher_logic import Incoming, TeacherLogic
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, dict]] = []
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers=()) -> None:
+        self.sent.append((topic, key, orjson.loads(value)))
+
+    def on(self, topic: str) -> list[dict]:
+        return [record for t, _, record in self.sent if t == topic]
+
+
+class Stub:
+    version = "stub"
+
+    def predict(self, texts):
+        return [("fresh", 0.9) for _ in texts]
+
+
+def label(i: int) -> bytes:
+    return orjson.dumps({"id": f"x{i}", "text": f"a fine film {i}", "label": "fresh", "teacher_version": "t",
+                         "reason": "warmup", "student_label": None, "student_confidence": 0.0, "weight": 1.0,
+                         "labelled_time": 1})
+
+
+def test_changing_the_student_relearns_every_label_from_the_start(tmp_path):
+    settings = Settings(data_dir=tmp_path, student="nb", checkpoint_path=tmp_path / "s.ckpt", warm_start=False)
+    logic = StudentLogic(settings, Catalogue.load())
+    assert all(logic.learn_label(label(i)) for i in range(10))
+    logic.state.label_offsets.update({0: 10})
+    logic.state.checkpoint("test")
+    logic.state.lock.close()
+    changed = StudentLogic(settings.replace(student="nb-binary"), Catalogue.load())
+    assert changed.state.label_offsets == {} and len(changed.state.learned_ids) == 0
+    assert all(changed.learn_label(label(i)) for i in range(10))  # none skipped as a duplicate
+    assert changed.triage.student.version == 10
+
+
+def run_event(settings: Settings, value: bytes) -> Collector:
+    logic = StudentLogic(settings, Catalogue.load(), metrics=WorkerMetrics("student"))
+    send = Collector()
+    asyncio.run(logic.handle_event(value, "events", 0, 0, 1, send))
+    return send
+
+
+def test_an_event_just_under_the_size_limit_is_answered_by_the_teacher(tmp_path):
+    settings = Settings(data_dir=tmp_path, student="nb", checkpoint_path=tmp_path / "s.ckpt", warm_start=False)
+    value = orjson.dumps({"id": "big", "text": "word " * 19_980, "source": "x" * 40})
+    assert settings.max_text_bytes - 200 < len(value) <= settings.max_text_bytes
+    sent = run_event(settings, value)
+    [esc] = sent.on("escalations")  # warm-up: escalated
+    escalation_bytes = orjson.dumps(esc)
+    assert len(escalation_bytes) > settings.max_text_bytes  # larger than the event: the old limit refused it
+    teacher, answers = TeacherLogic(settings, Catalogue.load(), Stub()), Collector()
+    asyncio.run(teacher.answer([Incoming(escalation_bytes, "escalations", 0, 0)], answers))
+    assert [r["id"] for r in answers.on("predictions")] == ["big"] and not answers.on("dead-letter")
+
+
+def test_an_event_whose_escalation_would_outgrow_the_limit_is_dead_lettered_as_too_large(tmp_path):
+    settings = Settings(data_dir=tmp_path, student="nb", checkpoint_path=tmp_path / "s.ckpt", warm_start=False)
+    # 1e15 is 4 bytes in the event and 18 once re-encoded (1000000000000000.0)
+    value = b'{"id": "n", "text": "fine", "n": [' + b",".join([b"1e15"] * 19_000) + b"]}"
+    assert len(value) <= settings.max_text_bytes
+    sent = run_event(settings, value)
+    [dead] = sent.on("dead-letter")
+    assert dead["reason"] == "too_large" and "escalations record would be" in dead["error"]
+    assert not sent.on("escalations")
+
+
+def test_a_copy_of_an_escalation_is_answered_once(tmp_path):
+    settings = Settings(data_dir=tmp_path, student="nb", checkpoint_path=tmp_path / "s.ckpt", warm_start=False)
+    [esc] = run_event(settings, b'{"id": "e", "text": "fine"}').on("escalations")
+    value = orjson.dumps(esc)
+    teacher, answers = TeacherLogic(settings, Catalogue.load(), Stub()), Collector()
+    asyncio.run(teacher.answer([Incoming(value, "escalations", 0, 0), Incoming(value, "escalations", 1, 7)], answers))
+    asyncio.run(teacher.answer([Incoming(value, "escalations", 2, 3)], answers))
+    assert len(answers.on("predictions")) == 1
+    assert teacher.metrics.value("streamer_duplicates_skipped_total", topic="escalations") == 2
+    reescalated = orjson.dumps({**esc, "escalated_time": esc["escalated_time"] + 1})  # a student replayed it
+    asyncio.run(teacher.answer([Incoming(reescalated, "escalations", 0, 9)], answers))
+    assert len(answers.on("predictions")) == 2
+
+
+class FakeConsumer:
+    def __init__(self, highwater: dict[TopicPartition, int], committed: dict[TopicPartition, int]) -> None:
+        self._highwater, self._committed, self.seeks, self.commits = highwater, committed, {}, []
+
+    def assignment(self):
+        return set(self._highwater)
+
+    def highwater(self, tp):
+        return self._highwater[tp]
+
+    async def committed(self, tp):
+        return self._committed.get(tp)
+
+    def seek(self, tp, offset):
+        self.seeks[tp] = offset
+
+    async def commit(self, offsets):
+        from aiokafka.errors import CommitFailedError
+
+        raise CommitFailedError("the group has rebalanced")
+
+
+class Member(GroupWorker):
+    role = "student"
+
+    def topics(self):
+        return ["events"]
+
+    async def handle(self, batches, send):
+        pass
+
+
+def test_lag_counts_from_the_committed_offset_and_revoked_partitions_are_forgotten():
+    metrics = WorkerMetrics("student")
+    worker = Member(Settings(), WorkerRuntime(Settings(), metrics))
+    idle, busy = TopicPartition("events", 0), TopicPartition("events", 1)
+    consumer = FakeConsumer({idle: 500, busy: 900}, {idle: 500, busy: 700})
+    listener = _Rebalance(worker, consumer)
+
+    async def scenario():
+        await listener.on_partitions_assigned({idle, busy})  # a restart: both partitions committed before
+        worker.runtime.record_lag(worker.lags(consumer))
+        lags = (metrics.value("streamer_consumer_lag", topic="events", partition="0"),
+                metrics.value("streamer_consumer_lag", topic="events", partition="1"))
+        worker.processed(busy, 799)
+        await listener.on_partitions_revoked({idle, busy})  # the commit is refused: busy/800 is kept as a claim
+        return lags
+
+    assert asyncio.run(scenario()) == (0, 200)
+    assert "streamer_consumer_lag" not in metrics.exposition().decode().split("# TYPE streamer_consumer_lag gauge")[1]
+    assert worker.claims() == {busy: 800}
+    resumed = FakeConsumer({busy: 900}, {busy: 700})
+    asyncio.run(_Rebalance(worker, resumed).on_partitions_assigned({busy}))
+    assert resumed.seeks == {busy: 800} and worker.claims() == {busy: 800}  # to be committed at the next commit
+
+
+def test_the_resume_assignor_gives_claimed_partitions_back_and_spreads_the_rest():
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata as Meta
+
+    class Cluster:
+        def partitions_for_topic(self, topic):
+            return set(range(6))
+
+    tp = TopicPartition
+    claims = {"a": {tp("events", 5): 10}, "b": {tp("events", 5): 40, tp("events", 4): 3}, "c": {}}
+    members = {m: ResumeAssignor(lambda c=c: c).metadata(["events"]) for m, c in claims.items()}
+    assert decode_claims(members["b"].user_data) == {tp("events", 5): 40, tp("events", 4): 3}
+    members["d"] = Meta(0, ["events"], b"not ours")  # another assignor's user data: no claims
+    out = {m: sorted(p.partition for p in a.partitions())
+           for m, a in ResumeAssignor(dict).assign(Cluster(), members).items()}
+    assert 5 in out["b"] and 4 in out["b"]  # the furthest claim wins
+    assert sorted(p for ps in out.values() for p in ps) == list(range(6))
+    assert sorted(len(ps) for ps in out.values()) == [1, 1, 2, 2]
