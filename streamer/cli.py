@@ -74,9 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamer", description="Cheap inference triage on a Kafka stream.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu, memory-only)")
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu; in memory unless told otherwise)")
     _common(p)
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (env STREAMER_BROKER_PORT, default 9092)")
+    p.add_argument("--storage", dest="broker_storage",
+                   help="memory://tansu/ (default: everything lost when it stops) or s3://BUCKET/ on any S3 endpoint "
+                        "(AWS_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ALLOW_HTTP) "
+                        "(env STREAMER_BROKER_STORAGE)")
 
     p = sub.add_parser("topics", help="the topic catalogue")
     p.add_argument("action", choices=["create", "show"])
@@ -186,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    fields = ("broker", "namespace", "input_topic", "output_topic", "id_field", "text_field",
+    fields = ("broker", "broker_storage", "namespace", "input_topic", "output_topic", "id_field", "text_field",
               "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "warm_start",
               "student", "task",
               "teacher_model", "teacher_device", "checkpoint_path", "teacher_timeout", "broker_timeout",
@@ -206,9 +210,10 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.kafka import EmbeddedBroker
 
     port = args.port or settings.broker_port
-    broker = EmbeddedBroker(port=port).start()
-    print(f"Embedded broker (Tansu, memory-only: everything is lost when it stops) on {broker.url}. "
-          f"Ctrl-C to stop.", flush=True)
+    broker = EmbeddedBroker(port=port, storage=settings.broker_storage).start()
+    kept = (f"data kept in {broker.storage}" if broker.durable
+            else "memory-only: everything is lost when it stops")
+    print(f"Embedded broker (Tansu, {kept}) on {broker.url}. Ctrl-C to stop.", flush=True)
     try:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while broker.process is not None and broker.process.poll() is None:

@@ -50,6 +50,8 @@ class Settings:
     id_field: str = "id"  # dotted path to an event's id in its JSON value; absent: the Kafka key is the id
     text_field: str = "text"  # dotted path to an event's text
     broker_port: int = 9092
+    # where `streamer broker` keeps its data: memory (lost when it stops) or s3://BUCKET/ (AWS_ENDPOINT, AWS_* set)
+    broker_storage: str = "memory://tansu/"
     catalogue_path: Path | None = None
     # auto: ask the broker (the embedded broker is told apart by its cluster id); kafka; embedded
     broker_kind: str = "auto"

@@ -91,9 +91,72 @@ def test_a_failing_batch_is_split_until_only_the_failing_records_are_dead_letter
     assert teacher.batches[0] == 16 and max(teacher.batches[1:]) == 8 and len(teacher.batches) < 2 * 16
 
 
-def test_a_teacher_that_fails_on_everything_dead_letters_the_batch_without_raising():
-    send, _, _ = answer(RaisesOnMark(), texts_marked(5, set(range(5))))
+def test_a_batch_of_only_bad_records_is_dead_lettered_when_the_teacher_answers_a_probe():
+    teacher = RaisesOnMark()
+    send, _, logic = answer(teacher, texts_marked(5, set(range(5))))
     assert send.on("predictions") == [] and len(send.on("dead-letter")) == 5
+    assert logic.metrics.value("streamer_teacher_retries_total") == 0  # not taken for an outage
+
+
+class DownFor:
+    """Fails on every text (a model server that is down) for ``seconds`` after it is built, then answers."""
+
+    version = "stub-down"
+
+    def __init__(self, seconds: float) -> None:
+        import time
+
+        self.until = time.monotonic() + seconds
+
+    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        import time
+
+        if time.monotonic() < self.until:
+            raise ConnectionError("the model server is unreachable")
+        return [("pos", 0.9) for _ in texts]
+
+
+def outage_logic(teacher: object, retry_timeout: float) -> TeacherLogic:
+    return TeacherLogic(Settings(teacher_retry_timeout=retry_timeout), Catalogue.load(), teacher)  # type: ignore
+
+
+def handed_over_until_answered(logic: TeacherLogic, batch: list[Incoming], send: Collector) -> list[float]:
+    """Hand ``batch`` to the logic again after each :class:`RetryBatch`, as the worker does; the delays asked."""
+    import time
+
+    from streamer.workers.runtime import RetryBatch
+
+    delays = []
+    while True:
+        try:
+            asyncio.run(logic.answer(batch, send))
+            return delays
+        except RetryBatch as retry:
+            assert send.sent == []  # nothing is sent for a batch handed back
+            delays.append(retry.delay)
+            time.sleep(retry.delay)
+
+
+def test_a_teacher_down_for_a_while_is_retried_and_nothing_is_dead_lettered(caplog):
+    logic, send = outage_logic(DownFor(1.2), retry_timeout=30.0), Collector()
+    batch = [Incoming(escalation(i, f"text {i}"), "escalations", 0, i) for i in range(6)]
+    with caplog.at_level(logging.WARNING, logger="streamer.workers.teacher_logic"):
+        delays = handed_over_until_answered(logic, batch, send)
+    assert delays[:2] == [0.5, 1.0]  # backoff
+    assert len(send.on("predictions")) == 6 and send.on("dead-letter") == []
+    assert logic.metrics.value("streamer_teacher_retries_total") == len(delays)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("an outage, not bad records" in m for m in messages)
+    assert any("the teacher answers again" in m for m in messages)
+
+
+def test_a_teacher_down_for_good_gives_up_after_the_retry_timeout_uncommitted():
+    from streamer.workers.teacher_logic import TeacherUnavailable
+
+    logic, send = outage_logic(DownFor(3600), retry_timeout=1.0), Collector()
+    with pytest.raises(TeacherUnavailable, match="stays uncommitted"):
+        handed_over_until_answered(logic, [Incoming(escalation(0, "text"), "escalations", 0, 0)], send)
+    assert send.sent == []  # nothing answered, nothing dead-lettered: the worker exits and the batch is redone
 
 
 class AnswersWronglyOnMark:

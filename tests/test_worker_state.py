@@ -143,6 +143,7 @@ def test_lag_counts_from_the_committed_offset_and_revoked_partitions_are_forgott
 
     async def scenario():
         await listener.on_partitions_assigned({idle, busy})  # a restart: both partitions committed before
+        await worker.note_committed(consumer)
         worker.runtime.record_lag(worker.lags(consumer))
         lags = (metrics.value("streamer_consumer_lag", topic="events", partition="0"),
                 metrics.value("streamer_consumer_lag", topic="events", partition="1"))

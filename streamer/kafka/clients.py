@@ -55,8 +55,7 @@ class KafkaClients:
         wait = max(settings.broker_timeout if timeout is None else timeout, 1.0)
         clients.profile = await probe_broker(clients.bootstrap, clients.security(), timeout=wait,
                                              broker_kind=settings.broker_kind)
-        log.info("broker %s is %s; consumer timing: %s", settings.broker_url, clients.profile.describe(),
-                 clients.timings)
+        log.debug("broker %s is %s", settings.broker_url, clients.profile.describe())
         if clients.profile.kind == "kafka":
             for problem in timing_problems(clients.timings):
                 log.warning("on Apache Kafka: %s (STREAMER_SESSION_TIMEOUT, STREAMER_HEARTBEAT_INTERVAL, "

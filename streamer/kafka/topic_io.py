@@ -58,7 +58,7 @@ async def produce(settings: Settings, topic: str, values: Iterable[bytes], *, ra
     """
     from tqdm import tqdm
 
-    producer = KafkaClients(settings).producer()
+    producer = (await KafkaClients.connect(settings)).producer()
     await producer.start()
     sent = 0
     bar = tqdm(total=total, desc=f"producing to {topic}", unit="ev", disable=not progress, file=sys.stderr)
@@ -89,7 +89,7 @@ async def read_topic(settings: Settings, topic: str, *, idle_timeout: float | No
 
     Yields ``(partition, offset, key, value)``; stops after ``idle_timeout`` seconds without a record.
     """
-    consumer = KafkaClients(settings).consumer()
+    consumer = (await KafkaClients.connect(settings)).consumer()
     await consumer.start()
     try:
         await consumer.topics()

@@ -38,7 +38,7 @@ from streamer.kafka.clients import KafkaClients
 from streamer.kafka.embedded_broker import BrokerError
 from streamer.kafka.resume_assignor import Claims, ResumeAssignor
 from streamer.settings import Settings
-from streamer.workers.runtime import Headers, Send, WorkerRuntime
+from streamer.workers.runtime import Headers, RetryBatch, Send, WorkerRuntime
 from streamer.workers.watchdog import EXIT_BROKER_LOST
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,6 @@ class GroupWorker(ABC):
         self._assigned: set[TopicPartition] = set()
         self._lock = asyncio.Lock()  # a batch, a commit and a rebalance never interleave
         self._commit_failing_since: float | None = None
-        #: set on SIGTERM or Ctrl-C (a long wait inside :meth:`handle` may watch it)
-        self.stop_event: asyncio.Event | None = None
 
     @abstractmethod
     def topics(self) -> list[str]:
@@ -148,26 +146,36 @@ class GroupWorker(ABC):
         return True
 
     async def resume(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
-        """After an assignment: note each partition's committed offset (the lag gauge counts from it), and skip
-        what this member answered but could not commit on partitions it got back."""
-        for tp in assigned:
-            try:
-                committed = await consumer.committed(tp)
-            except KafkaError as exc:
-                log.warning("could not read the committed offset of %s/%d (%r)", tp.topic, tp.partition, exc)
-                committed = None
-            self._committed[tp] = committed or 0
-            answered = self._unsettled.pop(tp, None)
-            if answered is not None and answered > (committed or 0):
+        """After an assignment: skip what this member answered but could not commit on partitions it got back.
+        (Kept short: no heartbeat goes out while it runs; only claimed partitions cost a request.)"""
+        for tp in assigned & set(self._unsettled):
+            answered = self._unsettled.pop(tp)
+            committed = await self._committed_offset(consumer, tp)
+            if committed is not None and answered > committed:
                 consumer.seek(tp, answered)
                 self._processed[tp] = answered
                 log.warning("resuming %s/%d at offset %d: this worker answered the records up to there before it "
-                            "lost the group (committed: %s); committing them now", tp.topic, tp.partition, answered,
+                            "lost the group (committed: %d); committing them now", tp.topic, tp.partition, answered,
                             committed)
         for tp, answered in self._unsettled.items():
             log.warning("partition %s/%d went to another member with records up to offset %d answered here but not "
                         "committed: they are answered again there", tp.topic, tp.partition, answered)
         self._unsettled.clear()
+
+    async def _committed_offset(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        """The group's committed offset of ``tp`` (0 when none), noted for the lag gauge; ``None`` if unreadable."""
+        try:
+            committed = await consumer.committed(tp) or 0
+        except KafkaError as exc:
+            log.warning("could not read the committed offset of %s/%d (%r)", tp.topic, tp.partition, exc)
+            return None
+        self._committed.setdefault(tp, committed)
+        return committed
+
+    async def note_committed(self, consumer: AIOKafkaConsumer) -> None:
+        """Read the committed offset of assigned partitions whose lag has no starting point yet (outside the lock)."""
+        for tp in [tp for tp in self._assigned if tp not in self._committed]:
+            await self._committed_offset(consumer, tp)
 
     def lags(self, consumer: AIOKafkaConsumer) -> list[tuple[str, int, int]]:
         out = []
@@ -209,12 +217,17 @@ class GroupWorker(ABC):
     async def run(self) -> int:
         """Consume until SIGTERM or Ctrl-C, then commit, stop and flush; returns the exit status."""
         runtime = self.runtime
-        stop = self.stop_event = runtime.stop_on_signals()
+        stop = runtime.stop_on_signals()
         try:
             self.clients = await KafkaClients.connect(self.settings)
         except BrokerError as exc:
             log.error("%s; exiting with status %d", exc, EXIT_BROKER_LOST)
             return EXIT_BROKER_LOST
+        timings = self.clients.timings
+        log.info("broker %s is %s; group timing: session %g s, heartbeat %g s, fetch wait %g s; producers acks=all%s",
+                 self.settings.broker_url, self.clients.profile.describe(), timings.session_timeout,
+                 timings.heartbeat_interval, timings.fetch_max_wait,
+                 ", idempotent" if self.clients.profile.idempotence else "")
         producer = self.producer = self.clients.producer()
         group = self.names.group(self.role)
         consumer = self.clients.consumer(group, max_poll_records=self.max_records,
@@ -224,8 +237,9 @@ class GroupWorker(ABC):
         async def send(topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
             self._acks.append(await producer.send(self.names[topic], value, key=key, headers=list(headers) or None))
 
-        def gauges() -> None:
+        async def gauges() -> None:
             self.update_gauges()
+            await self.note_committed(consumer)
             runtime.record_lag(self.lags(consumer))
 
         try:
@@ -257,16 +271,17 @@ class GroupWorker(ABC):
                               exc, _advice(exc), EXIT_KAFKA_REFUSED)
                     status = EXIT_KAFKA_REFUSED
                     break
+                retry: RetryBatch | None = None
                 async with self._lock:
                     live = {tp: m for tp, m in batches.items() if tp in self._assigned and m}
                     if live:
                         try:
                             await self.handle(live, send)
+                        except RetryBatch as exc:
+                            retry = exc
+                            for tp, messages in live.items():  # the same records again from the next fetch
+                                consumer.seek(tp, messages[0].offset)
                         except Exception:
-                            if stop.is_set():
-                                log.warning("stopped while a batch of %d records was pending: it stays uncommitted "
-                                            "and is handled after the restart", sum(map(len, live.values())))
-                                break
                             log.exception("a batch of %d records was not handled and delivered; exiting with status "
                                           "%d without committing it", sum(map(len, live.values())), EXIT_BATCH_FAILED)
                             status = EXIT_BATCH_FAILED
@@ -280,6 +295,11 @@ class GroupWorker(ABC):
                             status = EXIT_BATCH_FAILED
                             break
                         last_commit = time.monotonic()
+                if retry is not None:  # outside the lock: rebalances and stop signals go on meanwhile
+                    try:
+                        await asyncio.wait_for(stop.wait(), retry.delay)
+                    except asyncio.TimeoutError:
+                        pass
         finally:
             log.info("shutting down: stopped consuming; committing, flushing")
             for task in tasks:

@@ -29,10 +29,16 @@ class RecentKeys:
         """``True`` when ``key`` is among the last ones (it is then not added again); else remember it."""
         if key in self.keys:
             return True
+        self.add(key)
+        return False
+
+    def add(self, key: Hashable) -> None:
         self.keys[key] = None
         if len(self.keys) > self.size:
             self.keys.popitem(last=False)
-        return False
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.keys
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -47,6 +47,15 @@ class Send(Protocol):
 SUMMARY_INTERVAL = 10.0
 
 
+class RetryBatch(Exception):
+    """Raised by a worker's logic that cannot handle a batch now (a teacher outage) and has sent nothing for it:
+    the worker hands the same records over again after ``delay`` seconds, waiting outside its batch lock."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"retry the batch in {delay:.1f} s")
+        self.delay = delay
+
+
 class Partition(Protocol):
     topic: str
     partition: int

@@ -7,9 +7,9 @@ then answered on ``predictions`` and fed back on ``labels``. A batch the teacher
 record is alone. Transient and permanent faults are told apart: a record that fails alone, twice, while
 the teacher answers others (the batch's other records, or a probe text it answered before) goes to
 ``dead-letter`` (``teacher_error``); when the teacher fails on everything, the probe included (model
-server down, device lost), that is an outage: the whole batch is retried with backoff for up to
-``teacher_retry_timeout`` seconds, then :class:`TeacherUnavailable` is raised and the worker exits
-uncommitted, so the escalations wait in Kafka for a healthy teacher.
+server down, device lost), that is an outage: the whole batch is handed back to be retried with backoff
+for up to ``teacher_retry_timeout`` seconds, then :class:`TeacherUnavailable` is raised and the worker
+exits uncommitted, so the escalations wait in Kafka for a healthy teacher.
 
 >>> import asyncio, orjson
 >>> from streamer.records import Catalogue
@@ -44,7 +44,7 @@ from streamer.records import (ESCALATIONS, LABELS, PREDICTIONS, Catalogue, Rejec
 from streamer.records.signing import decode_signed, sign_label
 from streamer.settings import Settings
 from streamer.tasks import get_task
-from streamer.workers.runtime import Headers, Send, send_dead_letter
+from streamer.workers.runtime import Headers, RetryBatch, Send, send_dead_letter
 from streamer.workers.recent import RecentKeys
 from streamer.workers.watchdog import backoff_delay
 
@@ -109,28 +109,32 @@ class TeacherLogic:
         #: escalations answered lately, by (id, escalated time): a copy stored by a producer's retry (a broker that
         #: died before acknowledging it) is the same request and is not answered twice
         self._recent = RecentKeys(RECENT_ESCALATIONS_KEPT)
+        self._down_since: float | None = None  # since when the teacher has failed on everything
+        self._down_attempts = 0
 
-    async def answer(self, batch: list[Incoming], send: Send, stop: asyncio.Event | None = None) -> None:
+    async def answer(self, batch: list[Incoming], send: Send) -> None:
         """Decode, label and answer one batch of ``escalations`` records; dead-letter those that fail alone.
 
-        Raises :class:`TeacherUnavailable` when the teacher fails on everything for ``teacher_retry_timeout``
-        seconds, or is still failing when ``stop`` is set (the batch then stays uncommitted)."""
+        Raises :class:`~streamer.workers.runtime.RetryBatch` (nothing sent) while the teacher fails on everything,
+        and :class:`TeacherUnavailable` once it has done so for ``teacher_retry_timeout`` seconds."""
         items: list[tuple[Incoming, dict[str, Any]]] = []
+        keys: set[tuple[str, int]] = set()
         for m in batch:
             record = decode_signed(m.value, self.spec, self.settings.max_internal_record_bytes, self._label_key,
                                    "escalation")
             if isinstance(record, Rejection):
                 await send_dead_letter(self.metrics, send, m.value, record, m.topic, m.partition, m.offset)
-            elif self._recent.seen((record["id"], record["escalated_time"])):
+            elif (key := (record["id"], record["escalated_time"])) in self._recent or key in keys:
                 log.debug("escalation %s/%d@%d (id %r) is a copy of one answered already: skipped", m.topic,
                           m.partition, m.offset, record["id"])
                 self.metrics.duplicates_skipped.labels(topic=ESCALATIONS).inc()
             else:
+                keys.add(key)
                 items.append((m, record))
         if not items:
             return
         started = time.perf_counter()
-        results = await self._label_through_outages(items, stop)
+        results = await self._label_through_outages(items)
         seconds = time.perf_counter() - started
         self.metrics.teacher_batch_size.observe(len(items))
         self.metrics.teacher_batch_seconds.observe(seconds)
@@ -151,47 +155,47 @@ class TeacherLogic:
             if self._label_key is not None:
                 labelled["signature"] = sign_label(self._label_key, labelled)
             await send(LABELS, key, encode(labelled))
+            self._recent.add((record["id"], record["escalated_time"]))
             self._answered.inc()
             self._latency.observe(max(answer["decided_time"] - answer["event_time"], 0) / 1e3)
 
-    async def _label_through_outages(self, items: list[tuple[Incoming, dict[str, Any]]],
-                                     stop: asyncio.Event | None) -> list[tuple[str, float] | Exception]:
-        """:meth:`_label`, the batch retried with backoff while the teacher fails on everything (see the module
-        docstring); a record left failing has failed alone twice while the teacher answers other texts."""
-        deadline = time.monotonic() + self.settings.teacher_retry_timeout
-        attempt = 0
-        while True:
-            results = list(await self._label(items))
-            failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
-            if len(failed) < len(results):
-                self._canary = items[next(i for i, r in enumerate(results) if not isinstance(r, Exception))][1]["text"]
-            if not failed:
-                return results
-            if len(failed) < len(results) or await self._answers_probe():
-                for i in failed:  # once more alone: a record is dead-lettered only when it fails again
-                    retried = await self._label([items[i]])
-                    results[i] = retried[0]
-                return results
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (stop is not None and stop.is_set()):
-                raise TeacherUnavailable(
-                    f"the teacher failed on every text of a batch of {len(items)}, and on a probe text, for "
-                    f"{self.settings.teacher_retry_timeout - max(remaining, 0):.0f} s "
-                    f"({type(results[0]).__name__}: {results[0]}); the batch stays uncommitted")
-            delay = min(backoff_delay(attempt, cap=TEACHER_RETRY_MAX_DELAY), remaining)
-            attempt += 1
-            self.metrics.teacher_retries.inc()
-            log.warning("the teacher fails on every text, a probe text included (%s: %s): an outage, not bad "
-                        "records; retrying the batch of %d in %.1f s (attempt %d, giving up after %.0f s)",
-                        type(results[0]).__name__, results[0], len(items), delay, attempt,
-                        self.settings.teacher_retry_timeout)
-            if stop is None:
-                await asyncio.sleep(delay)
-            else:
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
+    async def _label_through_outages(self, items: list[tuple[Incoming, dict[str, Any]]]
+                                     ) -> list[tuple[str, float] | Exception]:
+        """:meth:`_label`, with an outage told from bad records (see the module docstring). A record left failing
+        has failed alone twice while the teacher answers other texts. While the teacher fails on everything the
+        batch is handed back to be tried again after a backoff (:class:`RetryBatch`: the worker waits outside
+        its batch lock, so rebalances and stop signals go on meanwhile), until ``teacher_retry_timeout``."""
+        results = list(await self._label(items))
+        failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+        if len(failed) < len(results):
+            self._canary = items[next(i for i, r in enumerate(results) if not isinstance(r, Exception))][1]["text"]
+        if len(failed) < len(results) or await self._answers_probe():
+            self._outage_over()
+            for i in failed:  # once more alone: a record is dead-lettered only when it fails again
+                results[i] = (await self._label([items[i]]))[0]
+            return results
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since, self._down_attempts = now, 0
+        down = now - self._down_since
+        timeout = self.settings.teacher_retry_timeout
+        if down >= timeout:
+            raise TeacherUnavailable(
+                f"the teacher failed on every text, a probe text included, for {down:.0f} s "
+                f"(teacher_retry_timeout {timeout:.0f} s; {type(results[0]).__name__}: {results[0]}); the batch "
+                f"stays uncommitted")
+        delay = min(backoff_delay(self._down_attempts, cap=TEACHER_RETRY_MAX_DELAY), max(timeout - down, 0.1))
+        self._down_attempts += 1
+        self.metrics.teacher_retries.inc()
+        log.warning("the teacher fails on every text, a probe text included (%s: %s): an outage, not bad records; "
+                    "retrying the batch of %d in %.1f s (attempt %d, down %.0f s, giving up after %.0f s)",
+                    type(results[0]).__name__, results[0], len(items), delay, self._down_attempts, down, timeout)
+        raise RetryBatch(delay)
+
+    def _outage_over(self) -> None:
+        if self._down_since is not None:
+            log.warning("the teacher answers again after %.0f s", time.monotonic() - self._down_since)
+            self._down_since = None
 
     async def _answers_probe(self) -> bool:
         """Whether the teacher answers the probe text: the last text it answered (a fixed sentence before any)."""

@@ -40,7 +40,7 @@ class TeacherWorker(GroupWorker):
         for tp, messages in batches.items():
             by_topic[tp.topic] += [Incoming(m.value, tp.topic, tp.partition, m.offset, m.headers or ())
                                    for m in messages]
-        await self.logic.answer(by_topic[self.names[ESCALATIONS]], send, stop=self.stop_event)
+        await self.logic.answer(by_topic[self.names[ESCALATIONS]], send)
         await self.logic.audit_labels(by_topic[self.names[LABELS]], send)
         for tp, messages in batches.items():
             self.processed(tp, messages[-1].offset)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 EXIT_BROKER_LOST = 3
 MAX_DELAY = 5.0
 #: Seconds a probe waits for an answer (a frozen broker accepts the connection and never answers).
-PROBE_TIMEOUT = 3.0
+PROBE_TIMEOUT = 5.0
 
 
 def backoff_delay(attempt: int, first: float = 0.5, cap: float = MAX_DELAY) -> float:
