@@ -107,7 +107,7 @@ def test_with_a_label_key_escalations_are_signed_and_only_signed_labels_are_lear
     non_ascii = label(esc, "rotten", signature="\u00e9" * 64)  # hmac.compare_digest raises on such a str
     for bad in (forged, unsigned, relabelled, student_signed, non_ascii):
         assert not logic.learn_label(bad)
-    assert not logic.learn_label_safely(label(esc, "rotten", signature=12345), 0, 9)
+    assert not logic.learn_labels_safely([label(esc, "rotten", signature=12345)], 0, 9)
     assert logic.triage.student.version == version
     assert logic.metrics.value("streamer_labels_rejected_total", reason="unauthenticated") == 5
     assert logic.metrics.value("streamer_labels_rejected_total", reason="schema") == 1  # a number is no signature
@@ -121,8 +121,8 @@ def test_a_label_the_student_cannot_take_is_counted_and_the_worker_carries_on(tm
     def broken(*args, **kwargs):
         raise TypeError("an unexpected failure inside the student")
 
-    logic.triage.learn = broken
-    assert logic.learn_label_safely(label(esc, "rotten"), 2, 41) is False
+    logic.triage.learn_many = broken
+    assert logic.learn_labels_safely([label(esc, "rotten")], 2, 41) == 0
     assert logic.metrics.value("streamer_labels_rejected_total", reason="processing_error") == 1
 
 

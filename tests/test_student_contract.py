@@ -66,6 +66,19 @@ def test_confidence_is_a_probability_and_version_counts_labels(task_kind):
     assert answers & labels  # it answers with labels it was taught
 
 
+def test_learning_a_batch_is_learning_each_label_in_order(task_kind):
+    task, kind, teacher = task_kind
+    one_by_one = trained(task, kind, teacher, 200)
+    batched = task.new_student(kind, teacher_model=teacher)
+    examples = sample(task)[:200]
+    for start in range(0, 200, 64):
+        chunk = examples[start:start + 64]
+        batched.learn_many([ex.text for ex in chunk], [ex.label for ex in chunk])
+    assert batched.version == one_by_one.version == 200
+    probes = [ex.text for ex in sample(task)[200:]]
+    assert [batched.predict(t) for t in probes] == [one_by_one.predict(t) for t in probes]
+
+
 def test_a_warm_start_teaches_without_counting_as_stream_labels(task_kind):
     task, kind, teacher = task_kind
     student = task.new_student(kind, teacher_model=teacher)

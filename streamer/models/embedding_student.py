@@ -210,12 +210,19 @@ class TokenNaiveBayes:
 
     def learn(self, tokens: Tokens, y: int) -> None:
         """Learn one text's label (``tokens`` of that text alone)."""
-        _, features = token_features(tokens, self.vocabulary)
-        self.counts[y, features] += 1.0
-        self.totals[y] += len(features)
-        self.class_counts[y] += 1.0
-        self.features_seen += int((~self.known[features]).sum())
-        self.known[features] = True
+        self.learn_many(tokens, np.array([y]))
+
+    def learn_many(self, tokens: Tokens, ys: np.ndarray) -> None:
+        """Learn a batch of texts' labels (``ys``: one class index per text): counts add up, so this is exactly
+        one :meth:`learn` per text."""
+        rows, features = token_features(tokens, self.vocabulary)
+        classes = ys[rows]
+        np.add.at(self.counts, (classes, features), 1.0)
+        self.totals += np.bincount(classes, minlength=len(self.totals))
+        self.class_counts += np.bincount(ys, minlength=len(self.class_counts))
+        distinct = np.unique(features)
+        self.features_seen += int((~self.known[distinct]).sum())
+        self.known[distinct] = True
 
     def probabilities(self, tokens: Tokens) -> np.ndarray:
         """One row of class probabilities per text (a text without tokens gets the prior)."""
@@ -273,6 +280,23 @@ class EmbeddingNaiveBayes(base.Classifier):
             self.mlp.learn(vector, index)
         self.nb.learn(tokens, index)
 
+    def learn_many(self, X: list[dict], ys: list[Any]) -> None:
+        """:meth:`learn_one` for a batch, with the same result: texts are tokenised, embedded and counted for the
+        whole batch at once; the embedding heads still take one step per label, in order."""
+        tokens = self.embeddings.token_ids([x["text"] for x in X])
+        indices = []
+        for vector, y in zip(self.embeddings.mean_vectors(tokens).astype(np.float64), ys):
+            if y not in self.classes:  # where a label brings it, as learn_one would (a new class resets Adam)
+                self.classes.append(y)
+                for part in self._parts():
+                    part.add_class()
+            index = self.classes.index(y)
+            self.head.learn(vector, index)  # updates the standardisation the network half reads too
+            if self.mlp is not None:
+                self.mlp.learn(vector, index)
+            indices.append(index)
+        self.nb.learn_many(tokens, np.array(indices, dtype=np.int64))
+
     def probability_rows(self, texts: list[str]) -> np.ndarray:
         """One row per text, one column per class of :attr:`classes` (none before any label)."""
         if not self.classes:
@@ -312,3 +336,6 @@ class EmbeddingStudent(BaseStudent):
 
     def learn_one(self, text: str, label: str) -> None:
         self.model.learn_one({"text": text}, label)
+
+    def learn_batch(self, texts: list[str], labels: list[str]) -> None:
+        self.model.learn_many([{"text": text} for text in texts], labels)

@@ -43,6 +43,13 @@ class Student(Protocol):
     def learn(self, text: str, label: str) -> None:
         """Learn one label; ``version`` grows by one."""
 
+    def learn_many(self, texts: list[str], labels: list[str]) -> None:
+        """Learn labels in order, as many :meth:`learn` calls would (the same student after them); ``version``
+        grows by their number."""
+
+    def check_label(self, text: str, label: str) -> None:
+        """Raise ``ValueError`` when this student cannot learn ``label`` for ``text``."""
+
     def state(self) -> dict[str, Any]:
         """Everything needed to rebuild this student (picklable; ``kind`` and ``version`` included)."""
 
@@ -100,6 +107,30 @@ class BaseStudent:
     def learn(self, text: str, label: str) -> None:
         self.learn_one(text, label)
         self.version += 1
+
+    def check_label(self, text: str, label: str) -> None:
+        """Raise ``ValueError`` when this student cannot learn ``label`` for ``text`` (checked before a batch is
+        learned, so a batch is learned whole or not at all); any label will do here."""
+
+    def learn_batch(self, texts: list[str], labels: list[str]) -> None:
+        """Learn labels in order into the model (one :meth:`learn_one` each here; students that can do it for the
+        whole batch at once override this, with the same result)."""
+        for text, label in zip(texts, labels, strict=True):
+            self.learn_one(text, label)
+
+    def learn_many(self, texts: list[str], labels: list[str]) -> None:
+        """:meth:`learn` for a batch: the same student as one :meth:`learn` per label, in order.
+
+        >>> from streamer.models.naive_bayes import NaiveBayesStudent
+        >>> one, many = NaiveBayesStudent("nb"), NaiveBayesStudent("nb")
+        >>> for text, label in [("fine film", "pos"), ("dull film", "neg")]:
+        ...     one.learn(text, label)
+        >>> many.learn_many(["fine film", "dull film"], ["pos", "neg"])
+        >>> many.version, many.predict("fine") == one.predict("fine")
+        (2, True)
+        """
+        self.learn_batch(texts, labels)
+        self.version += len(texts)
 
     def warm_start(self, texts: list[str], labels: list[str]) -> None:
         """Learn texts the teacher labelled offline, before the stream (``version`` stays as it is).

@@ -121,10 +121,14 @@ class NERStudent(BaseStudent):
             confidence = 0.0
         return label, confidence
 
-    def learn_one(self, text: str, label: str) -> None:
+    def check_label(self, text: str, label: str) -> None:
         tokens, tags = text.split(" "), label.split(" ")
         if len(tokens) != len(tags):
             raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
+
+    def learn_one(self, text: str, label: str) -> None:
+        self.check_label(text, label)
+        tokens, tags = text.split(" "), label.split(" ")
         codes = self.word_codes(tokens)
         for i, tag in enumerate(tags):
             self.model.learn_one(self.features(tokens, i, codes), tag)

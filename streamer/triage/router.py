@@ -83,6 +83,24 @@ class Triage:
         self.student.learn(text, label)
         self.policy.observe(student_confidence, student_label == label, weight, reason)
 
+    def learn_many(self, labels: list["Feedback"]) -> None:
+        """:meth:`learn` for a batch of teacher labels, in order (the student learns them in one call)."""
+        self.student.learn_many([f.text for f in labels], [f.label for f in labels])
+        for f in labels:
+            self.policy.observe(f.student_confidence, f.student_label == f.label, f.weight, f.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One teacher label as the triage learns it: the text, the label, and how the student had routed it."""
+
+    text: str
+    label: str
+    student_label: str | None
+    student_confidence: float
+    weight: float
+    reason: str
+
 
 def triage_config(settings: "Settings") -> dict[str, object]:
     """The settings a triage is built from (a checkpoint restores its policy only when they still match)."""

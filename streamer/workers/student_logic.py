@@ -34,7 +34,7 @@ from streamer.records.signing import decode_signed, sign_escalation
 from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import Triage, build_triage, triage_config
-from streamer.triage.router import Route
+from streamer.triage.router import Feedback, Route
 from streamer.models.embeddings import EmbeddingsError
 from streamer.triage.checkpoint import (Checkpoint, CheckpointError, lock_checkpoint, read_checkpoint,
                                         serialize_checkpoint, write_checkpoint_bytes)
@@ -109,10 +109,6 @@ class StudentState:
                  settings.student_checkpoint, triage.student.version, time.time() - checkpoint.written_time,
                  checkpoint.label_offsets)
         return triage
-
-    def remember(self, label_id: str) -> bool:
-        """Note a label's event id; ``False`` when it was learned already (among the last ones kept)."""
-        return not self.learned_ids.seen(label_id)
 
     def _serialize(self) -> bytes:
         return serialize_checkpoint(Checkpoint(self.triage, dict(self.label_offsets), triage_config(self.settings),
@@ -283,42 +279,60 @@ class StudentLogic:
         return ESCALATIONS, record
 
     def learn_label(self, value: bytes | None) -> bool:
-        """Learn one ``labels`` record; ``False`` when it is not learned.
+        """Learn one ``labels`` record; ``False`` when it is not learned (see :meth:`learn_labels`)."""
+        return self.learn_labels([value]) == 1
+
+    def learn_labels(self, values: Sequence[bytes | None]) -> int:
+        """Learn ``labels`` records in order, the student taking the batch in one call; how many were learned.
 
         Not learned: a malformed label, or one without a valid signature while a label key is set (the teacher
         group reports those on ``dead-letter``: every student reads every label), a label whose event was learned
         already (the teacher published it again after a crash), or one the student cannot take (NER: tags and
-        tokens differ in number). A label's weight is bounded to what the policy produces (1 to 1/audit rate).
+        tokens differ in number, checked before the batch is learned). A label's weight is bounded to what the policy
+        produces (1 to 1/audit rate).
         """
-        record = decode_signed(value, self.labels_spec, self.settings.max_internal_record_bytes, self._label_key,
-                               "label")
-        if isinstance(record, Rejection):
-            self.metrics.labels_rejected.labels(reason=record.reason).inc()
-            return False
-        self.state.pending.pop(record["id"], None)
-        if not self.state.remember(record["id"]):
-            return False
-        weight = min(max(record["weight"], 1.0), self._max_weight)
-        try:
-            self.triage.learn(record["text"], record["label"], student_label=record["student_label"],
-                              student_confidence=record["student_confidence"], weight=weight,
-                              reason=record["reason"])
-        except ValueError as exc:
-            log.warning("label for %r not learned: %s", record["id"], exc)
-            self.metrics.labels_rejected.labels(reason="processing_error").inc()
-            return False
-        self.metrics.labels_learned.inc()
-        return True
+        feedback: list[Feedback] = []
+        ids: list[str] = []
+        student = self.triage.student
+        for value in values:
+            record = decode_signed(value, self.labels_spec, self.settings.max_internal_record_bytes,
+                                   self._label_key, "label")
+            if isinstance(record, Rejection):
+                self.metrics.labels_rejected.labels(reason=record.reason).inc()
+                continue
+            self.state.pending.pop(record["id"], None)
+            if record["id"] in self.state.learned_ids or record["id"] in ids:
+                continue
+            try:
+                student.check_label(record["text"], record["label"])
+            except ValueError as exc:
+                log.warning("label for %r not learned: %s", record["id"], exc)
+                self.metrics.labels_rejected.labels(reason="processing_error").inc()
+                continue
+            ids.append(record["id"])
+            feedback.append(Feedback(record["text"], record["label"], record["student_label"],
+                                     record["student_confidence"], min(max(record["weight"], 1.0), self._max_weight),
+                                     record["reason"]))
+        if feedback:
+            self.triage.learn_many(feedback)
+            for label_id in ids:  # remembered once learned: a batch that failed can be learned again label by label
+                self.state.learned_ids.add(label_id)
+            self.metrics.labels_learned.inc(len(feedback))
+        return len(feedback)
 
-    def learn_label_safely(self, value: bytes | None, partition: int, offset: int) -> bool:
-        """:meth:`learn_label`, and any failure on this one label counted and logged instead of raised: no label,
-        however malformed, stops the worker (the teacher group reports bad labels on ``dead-letter``)."""
+    def learn_labels_safely(self, values: Sequence[bytes | None], partition: int, first_offset: int) -> int:
+        """:meth:`learn_labels`, and an unexpected failure counted and logged instead of raised (then each label
+        of the batch is tried alone, so only the one that fails is lost): no label, however malformed, stops the
+        worker (the teacher group reports bad labels on ``dead-letter``)."""
         try:
-            return self.learn_label(value)
-        except Exception as exc:  # noqa: BLE001 - one label must not stop every student, again on every restart
-            log.warning("label %s/%d@%d not learned (%r)", self.settings.topics[LABELS], partition, offset, exc)
+            return self.learn_labels(values)
+        except Exception:  # noqa: BLE001 - one label must not stop every student, again on every restart
+            if len(values) > 1:
+                return sum(self.learn_labels_safely([v], partition, first_offset + i) for i, v in enumerate(values))
+            log.warning("label %s/%d@%d not learned", self.settings.topics[LABELS], partition, first_offset,
+                        exc_info=True)
             self.metrics.labels_rejected.labels(reason="processing_error").inc()
-            return False
+            return 0
 
     async def publish_provisional(self, send: Send, now: float | None = None) -> int:
         """The student's answer, marked provisional, for escalations the teacher has not answered in time."""
