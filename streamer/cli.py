@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="replay with N audit seeds (0..N-1) and report mean, spread and how many "
                                              "held the target")
     p.add_argument("--plot", type=Path, help="draw the run (or the sweep's trade-off curve) to this PNG")
+    p.add_argument("--snapshot-interval", type=float, default=0.0,
+                   help="learn the labels together every S seconds of the stream, as a student that takes a "
+                        "learner's snapshot every S seconds (default 0: each label before the next event)")
+    p.add_argument("--rate", type=float, default=1000.0,
+                   help="events per second the stream is taken to run at, for --snapshot-interval (default 1000)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
 
     p = sub.add_parser("dashboard", help="serve the live triage dashboard from the workers' metrics")
@@ -441,13 +446,18 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
                                      task=settings.task, teacher_class=settings.teacher_class)
     warm, note = evaluate.warm_start_for(settings.replace(teacher_model=teacher_model), examples, name)
     print(note)
+    every = evaluate.snapshot_events_for(args.snapshot_interval, args.rate)
+    if every:
+        print(f"labels learned together every {every} events (a snapshot every {args.snapshot_interval:g} s at "
+              f"{args.rate:g} events/s)")
     results = []
     for kind in task.evaluation_students(settings.student):
         chosen = settings.replace(student=kind, teacher_model=teacher_model, warm_start=warm > 0)
         if args.sweep:
-            results += evaluate.sweep(examples, labels, chosen)
+            results += evaluate.sweep(examples, labels, chosen, snapshot_events=every)
         else:
-            results += [evaluate.replay(examples, labels, chosen.replace(seed=seed)) for seed in range(args.seeds or 1)]
+            results += [evaluate.replay(examples, labels, chosen.replace(seed=seed), snapshot_events=every)
+                        for seed in range(args.seeds or 1)]
     print(f"{name}: {len(examples)} events, teacher {teacher_model}")
     print(evaluate.format_table(results))
     seeds = evaluate.over_seeds(results) if args.seeds else None
@@ -462,7 +472,8 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"plot written to {args.plot}")
     if args.json:
         body: Any = [r.summary() for r in results] if len(results) > 1 else results[0].summary()
-        out = {"dataset": name, "teacher_model": teacher_model, "warm_start_texts": warm, "results": body}
+        out = {"dataset": name, "teacher_model": teacher_model, "warm_start_texts": warm, "snapshot_events": every,
+               "results": body}
         if seeds:
             out["over_seeds"] = seeds
         print(orjson.dumps(out).decode())

@@ -103,3 +103,14 @@ def test_a_users_file_is_split_as_the_shipped_datasets_are(tmp_path, quick_teach
     report = orjson.loads(out.strip().splitlines()[-1])
     assert code == 0 and "replaying the stream split" in out and "180 rows" in out
     assert [r["events"] for r in report["results"]] == [180, 180] and report["over_seeds"][0]["seeds"] == 2
+
+
+def test_a_snapshot_delay_learns_labels_together(base):
+    s = base.replace(policy="online", target=0.9, warmup_labels=100)
+    immediate = evaluate.replay(EXAMPLES[:1500], GOLD[:1500], s)
+    one_event = evaluate.replay(EXAMPLES[:1500], GOLD[:1500], s, snapshot_events=1)
+    delayed = evaluate.replay(EXAMPLES[:1500], GOLD[:1500], s, snapshot_events=500)
+    assert one_event.summary() == {**immediate.summary(), "snapshot_events": 1}  # a snapshot per event is no delay
+    assert delayed.snapshot_events == 500
+    # until the first snapshot every event meets a blank student (warm-up): the first 500 all go to the teacher
+    assert delayed.teacher_calls >= 500 and delayed.curve["teacher_call_share"][9] == 1.0

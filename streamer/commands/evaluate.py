@@ -4,8 +4,12 @@ The replay runs in process, for speed, through the same :class:`~streamer.triage
 (student, threshold policy, warm-up, audit) the student worker runs. The teacher
 labels every event once (cached on disk per teacher and dataset) so teacher-only
 accuracy and the cascade's true agreement with the teacher are exact. Feedback is
-immediate: an escalated event's label is learned before the next event is routed
-(a live stream learns slightly later, see ``streamer demo``).
+immediate by default: an escalated event's label is learned before the next event is
+routed (a live stream learns slightly later, see ``streamer demo``). With a snapshot delay
+(``--snapshot-interval S`` at ``--rate R`` events/s) the labels are learned together every
+``S x R`` events, as a student that only takes a learner's snapshot every ``S`` seconds
+sees them: until the next snapshot it routes with the student, the threshold and the
+warm-up count of the last one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from streamer.datasets import Example
 from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import build_triage
+from streamer.triage.router import Feedback
 
 SWEEP_TARGETS = tuple(round(0.85 + 0.01 * i, 2) for i in range(15))
 
@@ -50,6 +55,8 @@ class EvalResult:
     #: the task's own figures (NER: entity-level F1 of cascade, teacher and student, and the cascade's relative F1)
     extra: dict[str, float | None] = field(default_factory=dict)
     curve: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    #: events between two snapshots of the learner (0: every label learned before the next event)
+    snapshot_events: int = 0
 
     def figure(self, name: str) -> float | None:
         """A figure by name, whether a field or one of the task's own."""
@@ -116,17 +123,30 @@ def warm_start_for(settings: Settings, examples: list[Example], name: str) -> tu
     return len(start), f"student warm start: {len(start)} texts labelled by the teacher ({start.source}{shared})"
 
 
-def replay(examples: list[Example], labels: list[str], settings: Settings, *, window: int = 500) -> EvalResult:
+def replay(examples: list[Example], labels: list[str], settings: Settings, *, window: int = 500,
+           snapshot_events: int = 0) -> EvalResult:
     """Route every example through a fresh student and policy; learn each escalated event's teacher label (on one
-    BLAS thread: one event at a time, the student's matrices are too small to share out)."""
+    BLAS thread: one event at a time, the student's matrices are too small to share out), at once or, with
+    ``snapshot_events``, all those of each stretch of that many events together at its end."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _replay(examples, labels, settings, window=window)
+        return _replay(examples, labels, settings, window=window, snapshot_events=snapshot_events)
 
 
-def _replay(examples: list[Example], labels: list[str], settings: Settings, *, window: int) -> EvalResult:
+def snapshot_events_for(interval: float, rate: float) -> int:
+    """Events between two snapshots taken every ``interval`` seconds of a stream of ``rate`` events/s (0: none).
+
+    >>> snapshot_events_for(1.0, 1000.0), snapshot_events_for(0.0, 1000.0), snapshot_events_for(0.001, 10.0)
+    (1000, 0, 1)
+    """
+    return 0 if interval <= 0 else max(1, round(interval * rate))
+
+
+def _replay(examples: list[Example], labels: list[str], settings: Settings, *, window: int,
+            snapshot_events: int) -> EvalResult:
     triage = build_triage(settings)
+    waiting: list[Feedback] = []  # labels the next snapshot brings
     policy = triage.policy
     n = len(examples)
     calls = audits = agree = correct = student_correct = teacher_correct = agree_second = calls_second = 0
@@ -141,10 +161,16 @@ def _replay(examples: list[Example], labels: list[str], settings: Settings, *, w
             answer = teacher_label
             calls += 1
             audits += route.reason == "audit"
-            triage.learn(ex.text, teacher_label, student_label=route.label, student_confidence=route.confidence,
-                         weight=route.weight, reason=route.reason)
+            feedback = Feedback(ex.text, teacher_label, route.label, route.confidence, route.weight, route.reason)
+            if snapshot_events:
+                waiting.append(feedback)
+            else:
+                triage.learn_many([feedback])
         else:
             answer = route.label
+        if snapshot_events and (i + 1) % snapshot_events == 0 and waiting:
+            triage.learn_many(waiting)
+            waiting = []
         answers.append(answer)
         student_answers.append(route.label or "")
         agrees = answer == teacher_label
@@ -173,14 +199,14 @@ def _replay(examples: list[Example], labels: list[str], settings: Settings, *, w
         saved_second_half_pct=round(100.0 * (1 - calls_second / (n - n // 2)), 2),
         accuracy_cascade=round(correct / n, 4), accuracy_teacher_only=round(teacher_correct / n, 4),
         accuracy_student_only=round(student_correct / n, 4), final_threshold=round(policy.threshold, 4),
-        curve=curve,
+        curve=curve, snapshot_events=snapshot_events,
     )
 
 
 def sweep(examples: list[Example], labels: list[str], settings: Settings,
-          targets: tuple[float, ...] = SWEEP_TARGETS) -> list[EvalResult]:
+          targets: tuple[float, ...] = SWEEP_TARGETS, snapshot_events: int = 0) -> list[EvalResult]:
     """One replay per target: the savings/agreement trade-off."""
-    return [replay(examples, labels, settings.replace(target=t)) for t in targets]
+    return [replay(examples, labels, settings.replace(target=t), snapshot_events=snapshot_events) for t in targets]
 
 
 def over_seeds(results: list[EvalResult]) -> list[dict[str, Any]]:
