@@ -18,9 +18,7 @@ Timings(session_timeout=4.0, heartbeat_interval=1.0, fetch_max_wait=0.05)
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,43 +120,32 @@ def timing_problems(timings: Timings, limits: KafkaLimits = KAFKA_LIMITS) -> lis
 
 
 async def probe_broker(bootstrap: str, client_options: dict[str, Any] | None = None, *, timeout: float = 20.0,
-                       broker_kind: str = "auto") -> BrokerProfile:
-    """Wait (up to ``timeout`` s, with backoff) for a broker of ``bootstrap`` to answer, then profile the cluster.
+                       broker_kind: str = "auto", producing: bool = True) -> BrokerProfile:
+    """Wait (up to ``timeout`` s) for a broker of ``bootstrap`` to answer, then profile the cluster; without
+    ``producing`` the idempotence question is not asked (on Kafka it allocates a producer id).
 
     Raises :class:`~streamer.kafka.embedded_broker.BrokerError` when none answers in time.
     """
-    from aiokafka import AIOKafkaClient
     from aiokafka.protocol.metadata import MetadataRequest
     from aiokafka.protocol.transaction import InitProducerIdRequest
 
-    from streamer.kafka.embedded_broker import BrokerError, wait_for_broker
+    from streamer.kafka.embedded_broker import wait_for_broker
 
-    started = time.monotonic()
-    await wait_for_broker(bootstrap, timeout=timeout, client_options=client_options)
-    last: Exception | None = None
-    while True:
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **(client_options or {}))
-        try:
-            await client.bootstrap()
-            node = client.get_random_node()
-            metadata = await client.send(node, MetadataRequest(topics=[]))
-            cluster_id = getattr(metadata, "cluster_id", None)
+    async def profile(client: Any) -> BrokerProfile:
+        node = client.get_random_node()
+        metadata = await client.send(node, MetadataRequest(topics=[]))
+        cluster_id = getattr(metadata, "cluster_id", None)
+        idempotence = False
+        if producing:
             try:
                 pid = await client.send(node, InitProducerIdRequest(transactional_id=None,
                                                                     transaction_timeout_ms=60_000))
                 idempotence = pid.error_code == 0
             except Exception as exc:  # noqa: BLE001 - any failure here means: no idempotent producer
                 log.debug("InitProducerId failed (%r): producers will not be idempotent", exc)
-                idempotence = False
-            kind = broker_kind if broker_kind != "auto" else (
-                "embedded" if cluster_id in EMBEDDED_CLUSTER_IDS else "kafka")
-            return BrokerProfile(kind=kind, brokers=max(1, len(metadata.brokers)), idempotence=idempotence,
-                                 cluster_id=cluster_id)
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
-            last = exc
-            if time.monotonic() - started > timeout:
-                raise BrokerError(f"the broker at {bootstrap} did not answer a metadata request within "
-                                  f"{timeout:.0f} s ({last!r})") from exc
-            await asyncio.sleep(0.5)
-        finally:
-            await client.close()
+        kind = broker_kind if broker_kind != "auto" else (
+            "embedded" if cluster_id in EMBEDDED_CLUSTER_IDS else "kafka")
+        return BrokerProfile(kind=kind, brokers=max(1, len(metadata.brokers)), idempotence=idempotence,
+                             cluster_id=cluster_id)
+
+    return await wait_for_broker(bootstrap, timeout=timeout, client_options=client_options, then=profile)

@@ -48,13 +48,15 @@ class KafkaClients:
         self.profile = profile or BrokerProfile.assumed(settings.broker_kind)
 
     @classmethod
-    async def connect(cls, settings: "Settings", timeout: float | None = None) -> "KafkaClients":
+    async def connect(cls, settings: "Settings", timeout: float | None = None, *,
+                      producing: bool = True) -> "KafkaClients":
         """Wait (up to ``timeout`` s, default ``broker_timeout``) for the broker, profile it and return the clients
-        for it; :class:`~streamer.kafka.embedded_broker.BrokerError` when it does not answer."""
+        for it (``producing=False``: only consumers will be built, so idempotence is not asked about);
+        :class:`~streamer.kafka.embedded_broker.BrokerError` when it does not answer."""
         clients = cls(settings)
         wait = max(settings.broker_timeout if timeout is None else timeout, 1.0)
         clients.profile = await probe_broker(clients.bootstrap, clients.security(), timeout=wait,
-                                             broker_kind=settings.broker_kind)
+                                             broker_kind=settings.broker_kind, producing=producing)
         log.debug("broker %s is %s", settings.broker_url, clients.profile.describe())
         if clients.profile.kind == "kafka":
             for problem in timing_problems(clients.timings):

@@ -16,9 +16,12 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The cluster id the embedded broker announces (clients tell it from Apache Kafka by it).
 EMBEDDED_CLUSTER_ID = "babybear-embedded"
@@ -49,8 +52,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def wait_for_broker(bootstrap: str, timeout: float = 20.0, client_options: dict | None = None) -> None:
-    """Return once the broker answers a Kafka metadata request; raise :class:`BrokerError` after ``timeout``."""
+async def wait_for_broker(bootstrap: str, timeout: float = 20.0, client_options: dict | None = None,
+                          then: Callable[[Any], Awaitable[T]] | None = None) -> T | None:
+    """Return once the broker answers a Kafka metadata request; raise :class:`BrokerError` after ``timeout``.
+
+    ``then(client)``, when given, runs on the connected client before it is closed (a failure is retried like a
+    broker that does not answer yet), and its result is returned.
+    """
     from aiokafka import AIOKafkaClient
 
     deadline = time.monotonic() + timeout
@@ -67,7 +75,7 @@ async def wait_for_broker(bootstrap: str, timeout: float = 20.0, client_options:
         client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, **(client_options or {}))
         try:
             await client.bootstrap()
-            return
+            return None if then is None else await then(client)
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             last = exc
             await asyncio.sleep(0.2)

@@ -89,7 +89,7 @@ async def read_topic(settings: Settings, topic: str, *, idle_timeout: float | No
 
     Yields ``(partition, offset, key, value)``; stops after ``idle_timeout`` seconds without a record.
     """
-    consumer = (await KafkaClients.connect(settings)).consumer()
+    consumer = (await KafkaClients.connect(settings, producing=False)).consumer()
     await consumer.start()
     try:
         await consumer.topics()

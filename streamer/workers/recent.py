@@ -3,11 +3,14 @@
 A producer that is not idempotent (the embedded broker has no idempotent producer) retries a
 request whose answer it lost, and the broker may then hold the record twice. The workers remember
 the keys of what they handled lately (the student: label ids; the teacher: escalation id and
-time) and skip a copy, counting it; a key older than the last ``size`` ones is forgotten.
+time) and skip a copy, counting it; a key older than the last ``size`` ones is forgotten. A key is
+added once what it stands for is handled, so a batch handed back is handled again.
 
 >>> recent = RecentKeys(2)
->>> [recent.seen(k) for k in ("a", "b", "a", "c", "a")]
-[False, False, True, False, False]
+>>> for key in ("a", "b", "c"):
+...     recent.add(key)
+>>> "a" in recent, "b" in recent, "c" in recent, len(recent)
+(False, True, True, 2)
 """
 
 from __future__ import annotations
@@ -23,17 +26,12 @@ class RecentKeys:
         self.size = size
         self.keys: OrderedDict[Hashable, None] = OrderedDict()
         for key in keys:
-            self.seen(key)
-
-    def seen(self, key: Hashable) -> bool:
-        """``True`` when ``key`` is among the last ones (it is then not added again); else remember it."""
-        if key in self.keys:
-            return True
-        self.add(key)
-        return False
+            self.add(key)
 
     def add(self, key: Hashable) -> None:
+        """Remember ``key`` (as the newest, should it be there already); the oldest goes beyond ``size``."""
         self.keys[key] = None
+        self.keys.move_to_end(key)
         if len(self.keys) > self.size:
             self.keys.popitem(last=False)
 
