@@ -87,15 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _topic_flags(p)
 
-    p = sub.add_parser("worker", help="run one student or teacher worker")
-    p.add_argument("role", choices=["student", "teacher"])
+    p = sub.add_parser("worker", help="run one student, teacher or learner worker")
+    p.add_argument("role", choices=["student", "teacher", "learner"],
+                   help="learner: learns the labels and publishes the student for student workers running with "
+                        "--learning learner")
     _common(p)
     _topic_flags(p)
     _task_flag(p)
     _triage_flags(p)
     p.add_argument("--teacher-model", help="teacher model directory or Hugging Face id (env STREAMER_TEACHER_MODEL)")
     p.add_argument("--device", dest="teacher_device", help="teacher device: auto, cpu, cuda, cuda:1")
-    p.add_argument("--checkpoint-path", help="student checkpoint file (default DATA_DIR/checkpoints/student-HOSTNAME.ckpt)")
+    p.add_argument("--checkpoint-path", help="student or learner checkpoint file (default "
+                   "DATA_DIR/checkpoints/ROLE-HOSTNAME.ckpt)")
+    p.add_argument("--learning", choices=["replica", "learner"],
+                   help="replica: each student worker learns every label; learner: student workers load the "
+                        "snapshots a learner publishes (env STREAMER_LEARNING, default replica)")
+    p.add_argument("--snapshot-interval", type=float,
+                   help="learner: publish the student at most this often, in seconds (default 1)")
     p.add_argument("--teacher-timeout", type=float,
                    help="student: publish its own answer as provisional when the teacher is this many seconds late "
                         "(default 0: off)")
@@ -149,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most events awaiting an answer before the feed waits (default 200; 0: no limit)")
     p.add_argument("--teacher-model", help="use this teacher instead of the default trained one")
     p.add_argument("--teacher-steps", type=int, help="training steps if the teacher is missing")
+    p.add_argument("--learning", choices=["learner", "replica"], default="learner",
+                   help="learner (default): a learner worker learns the labels and the student worker loads its "
+                        "snapshots; replica: the student worker learns every label itself")
     p.add_argument("--timeout", type=float, help="give up waiting for answers after this many seconds")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     p.add_argument("--dashboard", action="store_true",
@@ -198,7 +209,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     fields = ("broker", "broker_storage", "namespace", "input_topic", "output_topic", "id_field", "text_field",
               "data_dir", "log_level", "policy", "threshold", "target", "audit_rate", "warmup_labels", "warm_start",
               "student", "task",
-              "teacher_model", "teacher_device", "checkpoint_path", "teacher_timeout", "broker_timeout",
+              "teacher_model", "teacher_device", "checkpoint_path", "teacher_timeout", "broker_timeout", "learning",
               "log_format", "metrics_port", "metrics_host", "dashboard_port", "dashboard_host")
     return Settings.from_env().replace(**{f: getattr(args, f, None) for f in fields})
 
@@ -272,18 +283,29 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         print(f"streamer: {exc}; is the broker running (`streamer broker`), and is STREAMER_BROKER right?",
               file=sys.stderr)
         return EXIT_BROKER_LOST
-    if args.role == "student":
+    if args.role in ("student", "learner"):
+        from streamer.observability.metrics import WorkerMetrics
+        from streamer.triage import build_triage
         from streamer.triage.checkpoint import CheckpointError
+        from streamer.workers.learner_worker import LearnerWorker
         from streamer.workers.student_logic import StudentLogic
         from streamer.workers.student_worker import StudentWorker
 
-        try:
-            student = StudentLogic(settings, catalogue)
+        learner = args.role == "learner"
+        settings = settings.replace(snapshot_interval=args.snapshot_interval)
+        if learner:
+            settings = settings.replace(checkpoint_path=settings.checkpoint_path
+                                        or settings.default_checkpoint("learner"))
+        try:  # a predictor starts from a fresh student and loads the learner's snapshots: no checkpoint of its own
+            student = StudentLogic(settings, catalogue, build_triage(settings) if settings.learning == "learner"
+                                   and not learner else None, WorkerMetrics(args.role, settings.namespace),
+                                   learner=learner)
         except CheckpointError as exc:
             print(f"streamer: {exc}", file=sys.stderr)
             return 2
         serve_metrics(settings, student.metrics)
-        return asyncio.run(StudentWorker(student, ready_file=args.ready_file).run())
+        worker = LearnerWorker if learner else StudentWorker
+        return asyncio.run(worker(student, ready_file=args.ready_file).run())
     from streamer.workers.teacher_logic import TeacherLogic, load_configured_teacher
     from streamer.workers.teacher_worker import TeacherWorker
 

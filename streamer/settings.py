@@ -28,6 +28,7 @@ from streamer.triage.policies import POLICIES
 ENV_PREFIX = "STREAMER_"
 SECRET_FIELDS = frozenset({"sasl_password", "label_key"})
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
+LEARNING_MODES = ("replica", "learner")
 PATH_FIELDS = ("data_dir", "catalogue_path", "checkpoint_path")
 
 
@@ -86,6 +87,10 @@ class Settings:
     student: str | None = None  # unset: the task's default (nb; ner)
     checkpoint_path: Path | None = None  # unset: <data_dir>/checkpoints/student-<hostname>.ckpt
     checkpoint_interval: float = 30.0
+    # replica: every student worker learns every label itself; learner: one `streamer worker learner` learns them
+    # and publishes snapshots, which student workers load (predictors: they never learn)
+    learning: str = "replica"
+    snapshot_interval: float = 1.0  # the learner publishes its student at most this often (seconds), when changed
     trust_legacy_checkpoint: bool = False  # load a checkpoint written before checkpoints were authenticated, once
     # Triage
     policy: str = "online"
@@ -130,6 +135,10 @@ class Settings:
                              f"got {self.student!r}")
         if self.compression_type not in COMPRESSION_TYPES:
             raise ValueError(f"compression_type must be one of {COMPRESSION_TYPES}, got {self.compression_type!r}")
+        if self.learning not in LEARNING_MODES:
+            raise ValueError(f"learning must be one of {LEARNING_MODES}, got {self.learning!r}")
+        if self.snapshot_interval <= 0:
+            raise ValueError("snapshot_interval must be positive")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         for name in ("threshold", "target", "audit_rate"):
@@ -199,8 +208,12 @@ class Settings:
     def student_checkpoint(self) -> Path:
         """Where the student worker writes and restores its checkpoint (one file per host and namespace by
         default)."""
-        prefix = f"student-{self.namespace}-" if self.namespace else "student-"
-        return self.checkpoint_path or self.data_dir / "checkpoints" / f"{prefix}{socket.gethostname()}.ckpt"
+        return self.checkpoint_path or self.default_checkpoint("student")
+
+    def default_checkpoint(self, role: str) -> Path:
+        """``<data_dir>/checkpoints/<role>-[<namespace>-]<hostname>.ckpt``."""
+        prefix = f"{role}-{self.namespace}-" if self.namespace else f"{role}-"
+        return self.data_dir / "checkpoints" / f"{prefix}{socket.gethostname()}.ckpt"
 
     def default_teacher_dir(self, dataset: str = "rotten_tomatoes") -> Path:
         return self.data_dir / "teachers" / dataset

@@ -18,10 +18,9 @@ import orjson
 import pytest
 
 from outage_kit import DurableBroker, TcpProxy
-from streamer.datasets import load_examples
+from stream_kit import answers_by_id, events, feed, read_all
 from streamer.kafka import free_port
-from streamer.kafka.topic_io import produce
-from streamer.records import EVENTS, LABELS, PREDICTIONS, ensure_topics
+from streamer.records import EVENTS, LABELS, ensure_topics
 from streamer.settings import Settings
 from streamer.workers.supervisor import WorkerProcesses
 
@@ -32,35 +31,6 @@ DOWN_FOR = {"restart": 10.0, "refuse": 30.0, "freeze": 20.0, "lose-one-of-two": 
 BROKER_TIMEOUT = 90.0
 #: Events per second the test's producer sends (1,600 of them): the stream runs before, through and after the outage.
 FEED_RATE = 40.0
-
-
-def events(n: int, prefix: str) -> list[bytes]:
-    return [orjson.dumps({"id": f"{prefix}{i}", "text": ex.text})
-            for i, ex in enumerate(load_examples("rotten_tomatoes", split="stream", limit=n))]
-
-
-def feed(settings: Settings, values: list[bytes], rate: float = 0.0) -> None:
-    asyncio.run(produce(settings, EVENTS, values, rate=rate, progress=False))
-
-
-def read_all(settings: Settings, topic: str) -> list[dict]:
-    from streamer.kafka.topic_io import read_topic
-
-    async def go() -> list[dict]:
-        return [orjson.loads(v) async for _, _, _, v in read_topic(settings, topic, idle_timeout=2.0)]
-
-    return asyncio.run(go())
-
-
-def answers_by_id(settings: Settings, ids: set[str], timeout: float) -> dict[str, list[dict]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        answers: dict[str, list[dict]] = {}
-        for record in read_all(settings, PREDICTIONS):
-            answers.setdefault(record["id"], []).append(record)
-        if ids <= set(answers) or time.monotonic() > deadline:
-            return answers
-        time.sleep(2)
 
 
 @pytest.mark.parametrize("outage", list(DOWN_FOR))

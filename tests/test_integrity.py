@@ -254,6 +254,19 @@ def test_a_periodic_checkpoint_written_by_a_forked_writer_restores_the_student(t
     assert restored.triage.student.predict("wonderful film") == logic.triage.student.predict("wonderful film")
 
 
+def test_a_periodic_checkpoint_is_skipped_when_nothing_was_learned_since_the_last(tmp_path):
+    path = tmp_path / "bg.ckpt"
+    logic = student(tmp_path, checkpoint_path=path)
+    run(logic.state.checkpoint_in_background("periodic"))
+    path.unlink()
+    run(logic.state.checkpoint_in_background("periodic"))  # the same state: nothing to write
+    assert not path.exists()
+    logic.triage.learn("one more warm film", "fresh", student_label=None, student_confidence=0.0, weight=1.0,
+                       reason="warmup")
+    run(logic.state.checkpoint_in_background("periodic"))
+    assert read_checkpoint(path).triage.student.version == logic.triage.student.version
+
+
 @pytest.fixture
 def slow_forked_writer(monkeypatch):
     """Checkpoint writes take 0.5 s in a forked writer (as a large student's do), none in the worker itself."""

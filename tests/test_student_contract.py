@@ -18,6 +18,8 @@ from streamer.settings import Settings
 from streamer.tasks import TASKS, Task
 from streamer.triage import build_triage, triage_config
 from streamer.triage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from streamer.triage.router import Feedback
+from streamer.triage.snapshot import SnapshotAssembler, decode_chunk, open_snapshot, pack_snapshot, pickle_snapshot
 
 KINDS = [(task, kind) for task in TASKS.values() for kind in task.students]
 SAMPLE = 300
@@ -134,3 +136,28 @@ def test_the_same_seed_replays_identically(task_kind):
     first = replay(7)
     assert replay(7) == first
     assert any(r.reason == "audit" for r in first) or not any(not r.escalate for r in first)
+
+
+def test_a_snapshot_serves_the_same_answers_and_the_learner_goes_on(task_kind):
+    task, kind, teacher = task_kind
+    settings = Settings(task=task.name, student=kind, warmup_labels=20, teacher_model=teacher)
+    triage = build_triage(settings)
+    examples = sample(task)
+    triage.learn_many([Feedback(ex.text, ex.label, None, 0.5, 1.0, "low_confidence") for ex in examples[:150]],
+                      record_routes=True)
+    key = b"k" * 32
+    records = pack_snapshot(pickle_snapshot(triage, {0: 150}), version=triage.student.version, student=kind, key=key)
+    assert all(len(value) < 1024 * 1024 for _, value in records)
+    assembler = SnapshotAssembler()
+    loaded = open_snapshot([assembler.add(decode_chunk(v)) for _, v in records][-1], key)
+    probes = [ex.text for ex in examples[150:]]
+    assert loaded.version == 150 and loaded.label_offsets == {0: 150}
+    assert [r.label for r in loaded.triage.route_many(probes)] == [r.label for r in triage.route_many(probes)]
+    assert loaded.triage.policy.threshold == triage.policy.threshold
+    # publishing leaves the learner's own student whole: it learns on exactly as before
+    twin = build_triage(settings)
+    twin.learn_many([Feedback(ex.text, ex.label, None, 0.5, 1.0, "low_confidence") for ex in examples[:150]])
+    more = examples[150:200]
+    triage.student.learn_many([ex.text for ex in more], [ex.label for ex in more])
+    twin.student.learn_many([ex.text for ex in more], [ex.label for ex in more])
+    assert [triage.student.predict(t) for t in probes] == [twin.student.predict(t) for t in probes]

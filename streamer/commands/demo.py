@@ -186,7 +186,8 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
     broker = None if broker_given else EmbeddedBroker(port=free_port(), log_file=run_dir / "broker.log")
     if broker is not None:
         settings = settings.replace(broker=broker.url)
-    ports = {"student": free_port(), "teacher": free_port()} if dashboard else {}
+    roles = ("student", "teacher", "learner") if settings.learning == "learner" else ("student", "teacher")
+    ports = {role: free_port() for role in roles} if dashboard else {}
     workers = WorkerProcesses(settings, settings.broker_url, teacher_model, run_dir, metrics_ports=ports)
     page: DashboardThread | None = None
     try:  # every child starts in here, so the finally stops it (on Ctrl-C and SIGTERM too)
@@ -195,9 +196,9 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
             print(f"Embedded broker (Tansu, memory-only) on {broker.url}", file=sys.stderr)
         created = asyncio.run(ensure_topics(settings))
         print(f"Topics: {', '.join(f'{k} ({v})' for k, v in created.items())}", file=sys.stderr)
-        workers.start("student")
-        workers.start("teacher")
-        print(f"Starting a student and a teacher worker (logs in {run_dir}) ...", file=sys.stderr)
+        for role in roles:
+            workers.start(role)
+        print(f"Starting {', '.join(f'a {role}' for role in roles)} worker (logs in {run_dir}) ...", file=sys.stderr)
         workers.wait_ready()
         if dashboard:
             page = DashboardThread(Dashboard({role: f"http://127.0.0.1:{port}/metrics" for role, port in ports.items()},
@@ -214,7 +215,7 @@ def run_demo(settings: Settings, *, dataset: str = "rotten_tomatoes", events: in
         report = tally.report(seconds)
         report.update(get_task(settings.task).live_figures(tally.expected, list(tally.predictions.values())))
         report.update(task=settings.task, dataset=dataset, teacher_model=teacher_model, student=settings.student_kind,
-                      policy=settings.policy, target=settings.target,
+                      policy=settings.policy, target=settings.target, learning=settings.learning,
                       rate_limit=rate or None, max_in_flight=max_in_flight, peak_memory_mb=memory, logs=str(run_dir))
         if page is not None:
             if on_report is not None:

@@ -36,6 +36,7 @@ numpy over the token ids, so a batch of texts costs one tokenizer call and a few
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -136,6 +137,12 @@ class EmbeddingMLP:
         self.w2 = np.vstack([self.w2, np.zeros((1, self.w2.shape[1]))])
         self.b2 = np.append(self.b2, 0.0)
         self.moments = [(np.zeros_like(p), np.zeros_like(p)) for p in (self.w1, self.b1, self.w2, self.b2)]
+
+    def serving(self) -> "EmbeddingMLP":
+        """A copy that predicts as this one and cannot go on learning: no replay memory, no Adam moments."""
+        served = copy.copy(self)
+        served.kept, served.kept_labels, served.moments = self.kept[:0], self.kept_labels[:0], []
+        return served
 
     def _hidden(self, vectors: np.ndarray) -> np.ndarray:
         return np.maximum(self.scaler._standardised(vectors) @ self.w1.T + self.b1, 0.0)
@@ -260,6 +267,13 @@ class EmbeddingNaiveBayes(base.Classifier):
         self.mlp = EmbeddingMLP(embeddings.dims, hidden, scaler=self.head) if mlp_share > 0 else None
         self.nb = TokenNaiveBayes(embeddings.table.shape[0], alpha)
 
+    def serving(self) -> "EmbeddingNaiveBayes":
+        """A copy that predicts as this one, without the network half's learning state (a snapshot's size)."""
+        served = copy.copy(self)
+        if self.mlp is not None:
+            served.mlp = self.mlp.serving()
+        return served
+
     def _parts(self) -> list[Any]:
         return [part for part in (self.head, self.mlp, self.nb) if part is not None]
 
@@ -321,6 +335,11 @@ class EmbeddingStudent(BaseStudent):
 
     def __init__(self, embeddings: StaticEmbeddings, kind: str = "embed-nb", **params: Any) -> None:
         super().__init__(kind, EmbeddingNaiveBayes(embeddings, **params))
+
+    def serving(self) -> "EmbeddingStudent":
+        served = copy.copy(self)
+        served.model = self.model.serving()
+        return served
 
     def predict(self, text: str) -> tuple[str | None, float]:
         return self.predict_many([text])[0]

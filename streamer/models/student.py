@@ -50,6 +50,9 @@ class Student(Protocol):
     def check_label(self, text: str, label: str) -> None:
         """Raise ``ValueError`` when this student cannot learn ``label`` for ``text``."""
 
+    def serving(self) -> "Student":
+        """This student for predictors, which never learn: the same predictions, without learning-only state."""
+
     def state(self) -> dict[str, Any]:
         """Everything needed to rebuild this student (picklable; ``kind`` and ``version`` included)."""
 
@@ -146,6 +149,11 @@ class BaseStudent:
             for text, label in zip(texts, labels, strict=True):
                 self.learn_one(text, label)
         self.warm_labels += len(texts)
+
+    def serving(self) -> "BaseStudent":
+        """This student as predictors that never learn need it (a learner's snapshot): the student itself here;
+        a student with state only learning uses (replay memory, optimiser moments) leaves it out of a copy."""
+        return self
 
     def state(self) -> dict[str, Any]:
         return {"kind": self.kind, "version": self.version, "model": self.model, "warm_labels": self.warm_labels}

@@ -55,6 +55,10 @@ class WorkerMetrics:
                                        "every text, a probe text included (an outage, not bad records)", registry=r)
         self.decision_latency = Histogram("streamer_decision_latency_seconds", "Event time (Kafka timestamp) to "
                                           "prediction, by source", ["source"], buckets=LATENCY_BUCKETS, registry=r)
+        self.snapshot_version = Gauge("streamer_snapshot_version", "Labels learned by the student snapshot this "
+                                      "worker serves (predictor) or last published (learner)", registry=r)
+        self.snapshots_published = Counter("streamer_snapshots_published", "Student snapshots the learner published",
+                                           registry=r)
         self.consumer_lag = Gauge("streamer_consumer_lag", "Records not yet processed, per input partition",
                                   ["topic", "partition"], registry=r)
         self._server: Any = None

@@ -81,13 +81,17 @@ def _open_private(path: Path, flags: int) -> int:
 def checkpoint_key(path: Path) -> bytes:
     """The HMAC key of the checkpoints in ``path``'s folder, created (0600) on first use."""
     key_path = path.parent / KEY_FILE
-    try:
-        fd = _open_private(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as fh:
+    if not key_path.exists():  # written whole, then linked in: a worker starting beside never reads half a key
+        key_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key_path.with_name(f"{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        with os.fdopen(_open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fh:
             fh.write(secrets.token_bytes(32))
+        try:
+            os.link(tmp, key_path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     fd = _open_private(key_path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as fh:
         key = fh.read()

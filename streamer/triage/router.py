@@ -17,6 +17,7 @@ in-process replay of ``streamer evaluate``, so both take the same decisions.
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 from streamer.models.student import Student
 from streamer.tasks import get_task
 from streamer.triage.policies import (REASON_AUDIT, REASON_CALIBRATION, REASON_LOW_CONFIDENCE, REASON_WARMUP,
-                                      ThresholdPolicy, build_policy)
+                                      UNINFORMATIVE_REASONS, ThresholdPolicy, build_policy)
 
 if TYPE_CHECKING:
     from streamer.settings import Settings
@@ -77,17 +78,39 @@ class Triage:
             return Route(label, confidence, True, REASON_AUDIT, 1.0 / rate, threshold)
         return Route(label, confidence, False, None, 1.0, threshold)
 
+    def serving(self) -> "Triage":
+        """This triage as a predictor loads it from a learner's snapshot: the same routes, the student without
+        its learning-only state (:meth:`Student.serving`). Predictors never learn."""
+        served = copy.copy(self)
+        served.student = self.student.serving()
+        return served
+
     def learn(self, text: str, label: str, *, student_label: str | None, student_confidence: float,
               weight: float, reason: str) -> None:
         """Learn one teacher label and tell the policy how the student's routed guess fared."""
         self.student.learn(text, label)
         self.policy.observe(student_confidence, student_label == label, weight, reason)
 
-    def learn_many(self, labels: list["Feedback"]) -> None:
-        """:meth:`learn` for a batch of teacher labels, in order (the student learns them in one call)."""
+    def learn_many(self, labels: list["Feedback"], *, record_routes: bool = False) -> None:
+        """:meth:`learn` for a batch of teacher labels, in order (the student learns them in one call).
+
+        ``record_routes``: the policy is also told each label's routed confidence, ``weight`` times (rounded at
+        random), as :meth:`route` tells it of every event. A learner routes nothing, yet its policy needs the
+        confidences of the whole stream: every event below the threshold is escalated (weight 1) and each audit
+        stands for 1/audit rate events above it, so the labels estimate that distribution without bias.
+        """
         self.student.learn_many([f.text for f in labels], [f.label for f in labels])
         for f in labels:
+            if record_routes and f.reason not in UNINFORMATIVE_REASONS:
+                copies = int(f.weight)
+                for _ in range(copies + (self._rng.random() < f.weight - copies)):
+                    self.policy.record(f.student_confidence)
             self.policy.observe(f.student_confidence, f.student_label == f.label, f.weight, f.reason)
+
+    def reseed(self, seed: int | None = None) -> None:
+        """A new audit draw (``None``: from the system's randomness): predictors loading the same snapshot must
+        not audit in step."""
+        self._rng = random.Random(seed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,6 +101,14 @@ class GroupWorker(ABC):
     async def on_stopped(self) -> None:
         """After the last commit (the student writes its checkpoint)."""
 
+    def assignors(self) -> tuple[Any, ...]:
+        """The partition assignors this member offers its group, preferred first: the claims-aware spread, then
+        ``roundrobin`` for members that do not know it."""
+        return (ResumeAssignor(self.claims), RoundRobinPartitionAssignor)
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        """After each assignment, holding the lock (the learner seeks to its checkpoint's offsets here)."""
+
     def processed(self, tp: TopicPartition, offset: int) -> None:
         """Record ``offset`` of ``tp`` as handled (its offset + 1 is committed once its outputs are acked)."""
         self._processed[tp] = offset + 1
@@ -231,8 +239,7 @@ class GroupWorker(ABC):
         producer = self.producer = self.clients.producer()
         group = self.names.group(self.role)
         consumer = self.clients.consumer(group, max_poll_records=self.max_records,
-                                         partition_assignment_strategy=(ResumeAssignor(self.claims),
-                                                                        RoundRobinPartitionAssignor))
+                                         partition_assignment_strategy=self.assignors())
 
         async def send(topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
             self._acks.append(await producer.send(self.names[topic], value, key=key, headers=list(headers) or None))
@@ -362,4 +369,5 @@ class _Rebalance(ConsumerRebalanceListener):
         async with self.worker._lock:
             self.worker._assigned = set(assigned)
             await self.worker.resume(self.consumer, set(assigned))
+            await self.worker.on_assigned(self.consumer, set(assigned))
         self.worker.runtime.partitions_assigned(assigned)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import orjson
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from streamer.observability.metrics import WorkerMetrics
@@ -76,6 +77,7 @@ class StudentState:
             triage = self._restore()
         self.triage = triage or build_triage(settings)
         self._writer: int | None = None  # a forked checkpoint writer still running
+        self._checkpointed: tuple[int, dict[int, int]] | None = None  # what the last checkpoint holds
         #: event id -> (deadline, provisional prediction, the event's headers) while the teacher has not answered
         self.pending: dict[str, tuple[float, dict[str, Any], Headers]] = {}
 
@@ -129,8 +131,18 @@ class StudentState:
             except ChildProcessError:  # already reaped
                 pass
 
+    def _unchanged(self) -> bool:
+        """Whether the last checkpoint already holds this state (nothing learned, no offset moved since); notes
+        the state as checkpointed otherwise."""
+        now = (self.triage.student.version, dict(self.label_offsets))
+        if now == self._checkpointed:
+            return True
+        self._checkpointed = now
+        return False
+
     def checkpoint(self, why: str) -> None:
         """Write the checkpoint now, blocking (shutdown, broker lost)."""
+        self._checkpointed = (self.triage.student.version, dict(self.label_offsets))
         self._wait_for_writer()
         started = time.perf_counter()
         body = self._serialize()
@@ -144,6 +156,8 @@ class StudentState:
         while the worker goes on; the loop pays only for the fork. Elsewhere the pickling runs on the loop and the
         file work in a thread.
         """
+        if self._unchanged():
+            return
         started = time.perf_counter()
         if not hasattr(os, "fork"):
             body = self._serialize()
@@ -179,7 +193,9 @@ class StudentLogic:
     """Routing, learning and provisional answers of one student worker, with its metrics."""
 
     def __init__(self, settings: Settings, catalogue: Catalogue, triage: Triage | None = None,
-                 metrics: WorkerMetrics | None = None) -> None:
+                 metrics: WorkerMetrics | None = None, *, learner: bool = False) -> None:
+        #: a learner's policy is told of the stream's confidences through the labels (it routes nothing)
+        self.learner = learner
         self.settings = settings
         self.task = get_task(settings.task)
         self.state = StudentState(settings, triage)
@@ -314,7 +330,7 @@ class StudentLogic:
                                      record["student_confidence"], min(max(record["weight"], 1.0), self._max_weight),
                                      record["reason"]))
         if feedback:
-            self.triage.learn_many(feedback)
+            self.triage.learn_many(feedback, record_routes=self.learner)
             for label_id in ids:  # remembered once learned: a batch that failed can be learned again label by label
                 self.state.learned_ids.add(label_id)
             self.metrics.labels_learned.inc(len(feedback))
@@ -333,6 +349,21 @@ class StudentLogic:
                         exc_info=True)
             self.metrics.labels_rejected.labels(reason="processing_error").inc()
             return 0
+
+    def swap_triage(self, triage: Triage) -> None:
+        """Route with ``triage`` from now on (a predictor loading a learner's snapshot), with its own audit draw."""
+        triage.reseed()
+        self.triage = self.state.triage = triage
+        self.metrics.snapshot_version.set(triage.student.version)
+
+    def note_answered(self, values: Sequence[bytes | None]) -> None:
+        """Forget the pending provisional answers of the events these ``labels`` records answer (a predictor,
+        which learns no label, reads them only for this)."""
+        for value in values:
+            try:
+                self.state.pending.pop(str(orjson.loads(value or b"{}").get("id")), None)
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
 
     async def publish_provisional(self, send: Send, now: float | None = None) -> int:
         """The student's answer, marked provisional, for escalations the teacher has not answered in time."""

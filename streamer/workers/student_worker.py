@@ -1,10 +1,18 @@
 """The student worker's transport: consume the input topic in the student group, follow ``labels``, produce.
 
 Input partitions are split among student workers (consumer group ``babybear-student``, or
-``<namespace>-student``), while every worker reads *all* partitions of ``labels`` (no group),
-so each holds a full replica of the student. The replica is checkpointed with the ``labels``
-offsets it has learned up to (periodically, on shutdown and before giving up on the broker)
-and restored on start; only the labels after the checkpoint are replayed. The decisions are
+``<namespace>-student``). How they learn depends on ``STREAMER_LEARNING``:
+
+* ``replica`` (default): every worker reads *all* partitions of ``labels`` (no group) and learns
+  each label, so each holds a full replica of the student. The replica is checkpointed with the
+  ``labels`` offsets it has learned up to (periodically, on shutdown and before giving up on the
+  broker) and restored on start; only the labels after the checkpoint are replayed.
+* ``learner``: the worker is a predictor. It learns nothing; it serves the newest snapshot the
+  learner (:mod:`streamer.workers.learner_worker`) published on ``snapshots`` and swaps in each
+  newer one (:mod:`streamer.workers.snapshot_follower`), so it is current within seconds of
+  starting, whatever the length of the ``labels`` log.
+
+The decisions are
 :class:`~streamer.workers.student_logic.StudentLogic`'s; consuming, committing and rebalancing
 are :class:`~streamer.workers.group_worker.GroupWorker`'s. Measured on 2 cores: 21k events/s
 for this loop against 5.2k through a Faust agent with the same student (README, Speed).
@@ -21,9 +29,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streamer.records import EVENTS, LABELS
+from streamer.records import EVENTS, LABELS, SNAPSHOTS
+from streamer.triage.snapshot import snapshot_key
 from streamer.workers.group_worker import Batches, GroupWorker
 from streamer.workers.runtime import Send, WorkerRuntime
+from streamer.workers.snapshot_follower import SnapshotFollower
 from streamer.workers.student_logic import InputRecord, StudentLogic
 
 log = logging.getLogger(__name__)
@@ -43,9 +53,12 @@ class StudentWorker(GroupWorker):
 
     def __init__(self, logic: StudentLogic, ready_file: Path | None = None) -> None:
         settings = logic.settings
+        #: a predictor loads the learner's snapshots and learns nothing (nor checkpoints: the snapshots are its state)
+        self.predictor = settings.learning == "learner"
         super().__init__(settings, WorkerRuntime(settings, logic.metrics, ready_file=ready_file,
                                                  summary=logic.log_summary,
-                                                 on_broker_lost=lambda: logic.state.checkpoint("broker lost")))
+                                                 on_broker_lost=None if self.predictor
+                                                 else lambda: logic.state.checkpoint("broker lost")))
         self.logic = logic
         self.max_records = settings.student_batch_size
 
@@ -64,7 +77,7 @@ class StudentWorker(GroupWorker):
     def timers(self, send: Send) -> dict[str, tuple[float, Any]]:
         logic, settings = self.logic, self.settings
         timers: dict[str, tuple[float, Any]] = {}
-        if settings.checkpoint_interval > 0:
+        if settings.checkpoint_interval > 0 and not self.predictor:
             timers["checkpoint"] = (settings.checkpoint_interval,
                                     lambda: logic.state.checkpoint_in_background("periodic"))
         if settings.teacher_timeout > 0:
@@ -72,20 +85,30 @@ class StudentWorker(GroupWorker):
         return timers
 
     def tasks(self, send: Send) -> list[tuple[str, Any]]:
-        return [("follow-labels", self.follow_labels())]
+        if not self.predictor:
+            return [("follow-labels", self.follow_labels())]
+        follower = SnapshotFollower(self.clients, self.names[SNAPSHOTS], snapshot_key(self.settings),
+                                    lambda snapshot: self.logic.swap_triage(snapshot.triage), self._start)
+        tasks: list[tuple[str, Any]] = [("follow-snapshots", follower.run())]
+        if self.settings.teacher_timeout > 0:  # provisional answers wait for the teacher's: read which came
+            tasks.append(("follow-answers", self.follow_labels(answers_only=True)))
+        return tasks
 
     def update_gauges(self) -> None:
         self.logic.update_gauges()
 
     async def on_stopped(self) -> None:
-        self.logic.state.checkpoint("shutdown")
+        if not self.predictor:
+            self.logic.state.checkpoint("shutdown")
 
-    async def follow_labels(self) -> None:
+    async def follow_labels(self, answers_only: bool = False) -> None:
         """Read every partition of ``labels`` after the checkpoint (from the start without one) and learn each
-        label; partitions added to the topic later are followed too, and a missing topic is waited for."""
+        label; partitions added to the topic later are followed too, and a missing topic is waited for.
+        ``answers_only`` (a predictor): from the end of each partition, only to note which escalations the teacher
+        answered."""
         consumer = self.clients.consumer()
         await self._start(consumer, "labels consumer")
-        offsets = self.logic.state.label_offsets
+        offsets = {} if answers_only else self.logic.state.label_offsets
         followed: set[TopicPartition] = set()
         try:
             while True:
@@ -101,6 +124,8 @@ class StudentWorker(GroupWorker):
                     for tp in new:
                         if tp.partition in offsets:
                             consumer.seek(tp, offsets[tp.partition])
+                        elif answers_only:
+                            await consumer.seek_to_end(tp)
                         else:
                             await consumer.seek_to_beginning(tp)
                     log.info("following %d partitions of %s from offsets %s", len(followed), self.names[LABELS],
@@ -114,7 +139,11 @@ class StudentWorker(GroupWorker):
                     for tp, messages in batches.items():
                         for start in range(0, len(messages), LEARNING_CHUNK):
                             chunk = messages[start:start + LEARNING_CHUNK]
-                            self.logic.learn_labels_safely([m.value for m in chunk], tp.partition, chunk[0].offset)
+                            if answers_only:
+                                self.logic.note_answered([m.value for m in chunk])
+                            else:
+                                self.logic.learn_labels_safely([m.value for m in chunk], tp.partition,
+                                                               chunk[0].offset)
                             offsets[tp.partition] = chunk[-1].offset + 1
                             await asyncio.sleep(0)  # let heartbeats, events and commits through
         finally:

@@ -1,0 +1,127 @@
+"""The learner: the one worker that learns the ``labels`` log and publishes the student for predictors.
+
+With ``STREAMER_LEARNING=learner`` student workers no longer learn (they are predictors, loading
+snapshots); one learner does, off their event loops. It consumes every partition of ``labels`` in the
+learner group (``babybear-learner``, or ``<namespace>-learner``): the group's assignor gives them all to
+one member (:mod:`streamer.kafka.sole_owner_assignor`), so a second learner process stands by and takes
+over when the first leaves or is dropped. The learner learns in batches (``learn_many``), tells the
+threshold policy the stream's confidences through the labels' weights
+(:meth:`~streamer.triage.router.Triage.learn_many`), and at most every ``snapshot_interval`` seconds,
+when the student changed, publishes it on ``snapshots`` (:mod:`streamer.triage.snapshot`:
+compressed, authenticated, chunked). It checkpoints like a student worker (its own file,
+``learner-<host>.ckpt``), so a restart replays only the labels after the checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamer.kafka.sole_owner_assignor import SoleOwnerAssignor
+from streamer.records import LABELS, SNAPSHOTS
+from streamer.triage import triage_config
+from streamer.triage.snapshot import pack_snapshot, pickle_snapshot, snapshot_key
+from streamer.workers.group_worker import Batches, GroupWorker
+from streamer.workers.runtime import Send, WorkerRuntime
+from streamer.workers.student_logic import StudentLogic
+
+log = logging.getLogger(__name__)
+
+#: Labels learned in one call; the event loop gets a turn between two (heartbeats, the snapshot timer).
+LEARNING_BATCH = 256
+
+
+class LearnerWorker(GroupWorker):
+    """Learns every label (:class:`StudentLogic`, in learner mode) and publishes snapshots of the student."""
+
+    role = "learner"
+    max_records = 2000
+
+    def __init__(self, logic: StudentLogic, ready_file: Path | None = None) -> None:
+        settings = logic.settings
+        super().__init__(settings, WorkerRuntime(settings, logic.metrics, ready_file=ready_file,
+                                                 summary=self.log_summary,
+                                                 on_broker_lost=lambda: logic.state.checkpoint("broker lost")))
+        self.logic = logic
+        self.key = snapshot_key(settings)
+        self.published_version = 0  # a student that learned nothing is the one every predictor starts with
+        self.published_bytes = 0
+
+    def topics(self) -> list[str]:
+        return [self.names[LABELS]]
+
+    def assignors(self) -> tuple[Any, ...]:
+        return (SoleOwnerAssignor(lambda: self.logic.triage.student.version),)
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        """Go on from the checkpoint's offsets (the student's state), not the group's committed ones."""
+        offsets = self.logic.state.label_offsets
+        for tp in sorted(assigned):
+            if tp.partition in offsets:
+                consumer.seek(tp, offsets[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+        if assigned:
+            log.info("learning %d partitions of %s from offsets %s (%d labels learned)", len(assigned),
+                     self.names[LABELS], {tp.partition: offsets.get(tp.partition, 0) for tp in sorted(assigned)},
+                     self.logic.triage.student.version)
+        else:
+            log.info("standing by: another learner holds %s", self.names[LABELS])
+
+    async def handle(self, batches: Batches, send: Send) -> None:
+        offsets = self.logic.state.label_offsets
+        for tp, messages in batches.items():
+            for start in range(0, len(messages), LEARNING_BATCH):
+                chunk = messages[start:start + LEARNING_BATCH]
+                self.logic.learn_labels_safely([m.value for m in chunk], tp.partition, chunk[0].offset)
+                offsets[tp.partition] = chunk[-1].offset + 1
+                await asyncio.sleep(0)
+            self.processed(tp, messages[-1].offset)
+
+    def timers(self, send: Send) -> dict[str, tuple[float, Any]]:
+        settings, state = self.settings, self.logic.state
+        timers: dict[str, tuple[float, Any]] = {"snapshot": (settings.snapshot_interval, lambda: self.publish(send))}
+        if settings.checkpoint_interval > 0:
+            timers["checkpoint"] = (settings.checkpoint_interval, lambda: state.checkpoint_in_background("periodic"))
+        return timers
+
+    async def publish(self, send: Send) -> bool:
+        """Publish the student when it changed since the last snapshot and this learner holds the labels;
+        whether it did."""
+        triage = self.logic.triage
+        version = triage.student.version
+        if version == self.published_version or not self._assigned:
+            return False
+        started = time.perf_counter()
+        body = pickle_snapshot(triage, self.logic.state.label_offsets, triage_config(self.settings))
+        pickled_ms = 1e3 * (time.perf_counter() - started)
+        records = await asyncio.to_thread(pack_snapshot, body, version=version, student=triage.student.kind,
+                                          key=self.key)
+        for key, value in records:
+            await send(SNAPSHOTS, key, value)
+        self.published_version = version
+        self.published_bytes = sum(len(v) for _, v in records)
+        self.logic.metrics.snapshots_published.inc()
+        self.logic.metrics.snapshot_version.set(version)
+        log.debug("published snapshot %d: %d records, %.0f kB (pickled in %.0f ms on the loop, %.0f ms in all)",
+                  version, len(records), self.published_bytes / 1e3, pickled_ms,
+                  1e3 * (time.perf_counter() - started))
+        return True
+
+    def update_gauges(self) -> None:
+        self.logic.update_gauges()
+
+    async def on_stopped(self) -> None:
+        self.logic.state.checkpoint("shutdown")
+
+    def log_summary(self) -> None:
+        m = self.logic.metrics
+        log.info("learner: labels_learned=%d rejected=%d snapshot=%d (%.0f kB) snapshots_published=%d "
+                 "threshold=%.3f", m.value("streamer_labels_learned_total"), m.total("streamer_labels_rejected_total"),
+                 self.published_version, self.published_bytes / 1e3, m.value("streamer_snapshots_published_total"),
+                 self.logic.triage.policy.threshold)
