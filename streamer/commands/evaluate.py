@@ -6,15 +6,17 @@ labels every event once (cached on disk per teacher and dataset) so teacher-only
 accuracy and the cascade's true agreement with the teacher are exact. Feedback is
 immediate by default: an escalated event's label is learned before the next event is
 routed (a live stream learns slightly later, see ``streamer demo``). With a snapshot delay
-(``--snapshot-interval S`` at ``--rate R`` events/s) the labels are learned together every
-``S x R`` events, as a student that only takes a learner's snapshot every ``S`` seconds
-sees them: until the next snapshot it routes with the student, the threshold and the
-warm-up count of the last one.
+(``--snapshot-interval S`` at ``--rate R`` events/s) the replay runs as a learner and its
+predictors do (``STREAMER_LEARNING=learner``): a learner triage learns the labels of each
+stretch of ``S x R`` events together at its end, its policy seeing the stream only through
+the labels' weights, and the events are routed by a copy of its last snapshot (the
+student, the threshold and the warm-up count of that moment).
 """
 
 from __future__ import annotations
 
 import hashlib
+import pickle
 import statistics
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -27,7 +29,8 @@ from streamer.datasets import Example
 from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import build_triage
-from streamer.triage.router import Feedback
+from streamer.triage.router import Feedback, Triage
+from streamer.triage.snapshot import publishes_early
 
 SWEEP_TARGETS = tuple(round(0.85 + 0.01 * i, 2) for i in range(15))
 
@@ -143,11 +146,19 @@ def snapshot_events_for(interval: float, rate: float) -> int:
     return 0 if interval <= 0 else max(1, round(interval * rate))
 
 
+def snapshot_of(learner: Triage, seed: int, events: int) -> Triage:
+    """What a predictor loads from the learner's snapshot taken after ``events`` events: a copy of its serving
+    triage, with an audit draw of its own."""
+    router = pickle.loads(pickle.dumps(learner.serving(), protocol=pickle.HIGHEST_PROTOCOL))
+    router.reseed(seed * 1_000_003 + events)
+    return router
+
+
 def _replay(examples: list[Example], labels: list[str], settings: Settings, *, window: int,
             snapshot_events: int) -> EvalResult:
-    triage = build_triage(settings)
-    waiting: list[Feedback] = []  # labels the next snapshot brings
-    policy = triage.policy
+    triage = build_triage(settings)  # learns the labels (the learner, with a snapshot delay)
+    router = snapshot_of(triage, settings.seed, 0) if snapshot_events else triage  # routes the events
+    changed = False  # the learner learned since its last snapshot
     n = len(examples)
     calls = audits = agree = correct = student_correct = teacher_correct = agree_second = calls_second = 0
     recent_calls: deque[int] = deque(maxlen=window)
@@ -156,21 +167,21 @@ def _replay(examples: list[Example], labels: list[str], settings: Settings, *, w
     answers: list[str] = []
     student_answers: list[str] = []
     for i, (ex, teacher_label) in enumerate(zip(examples, labels)):
-        route = triage.route(ex.text)
+        route = router.route(ex.text)
         if route.escalate:
             answer = teacher_label
             calls += 1
             audits += route.reason == "audit"
             feedback = Feedback(ex.text, teacher_label, route.label, route.confidence, route.weight, route.reason)
-            if snapshot_events:
-                waiting.append(feedback)
-            else:
-                triage.learn_many([feedback])
+            triage.learn_many([feedback], record_routes=bool(snapshot_events))
+            changed = True
         else:
             answer = route.label
-        if snapshot_events and (i + 1) % snapshot_events == 0 and waiting:
-            triage.learn_many(waiting)
-            waiting = []
+        due = snapshot_events and ((i + 1) % snapshot_events == 0 or publishes_early(
+            router.student.version, triage.student.version, settings.warmup_labels))
+        if due and changed:
+            router = snapshot_of(triage, settings.seed, i + 1)
+            changed = False
         answers.append(answer)
         student_answers.append(route.label or "")
         agrees = answer == teacher_label
@@ -187,7 +198,7 @@ def _replay(examples: list[Example], labels: list[str], settings: Settings, *, w
             curve["events"].append(i + 1)
             curve["teacher_call_share"].append(sum(recent_calls) / len(recent_calls))
             curve["agreement"].append(sum(recent_agree) / len(recent_agree))
-            curve["threshold"].append(min(policy.threshold, 1.0))
+            curve["threshold"].append(min(router.policy.threshold, 1.0))
     task = get_task(settings.task)
     extra = task.evaluation_figures([ex.label for ex in examples], answers, labels,
                                     [a or task.blank_answer(ex.text) for a, ex in zip(student_answers, examples)])
@@ -198,7 +209,7 @@ def _replay(examples: list[Example], labels: list[str], settings: Settings, *, w
         agreement_with_teacher=round(agree / n, 4), agreement_second_half=round(agree_second / (n - n // 2), 4),
         saved_second_half_pct=round(100.0 * (1 - calls_second / (n - n // 2)), 2),
         accuracy_cascade=round(correct / n, 4), accuracy_teacher_only=round(teacher_correct / n, 4),
-        accuracy_student_only=round(student_correct / n, 4), final_threshold=round(policy.threshold, 4),
+        accuracy_student_only=round(student_correct / n, 4), final_threshold=round(router.policy.threshold, 4),
         curve=curve, snapshot_events=snapshot_events,
     )
 

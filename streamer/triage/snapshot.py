@@ -106,6 +106,16 @@ class Snapshot:
     size: int = 0
 
 
+def publishes_early(published_version: int, version: int, warmup_labels: int) -> bool:
+    """Whether the learner publishes now, before its clock says so: its student has just left warm-up and the last
+    snapshot's has not (until predictors get one that has, every event they route goes to the teacher).
+
+    >>> publishes_early(80, 100, 100), publishes_early(100, 130, 100), publishes_early(10, 20, 100)
+    (True, False, False)
+    """
+    return published_version < warmup_labels <= version
+
+
 def pickle_snapshot(triage: Triage, label_offsets: dict[int, int], config: dict[str, Any] | None = None) -> bytes:
     """The snapshot's body (run where the triage lives, between two learning steps: quick, a few ms)."""
     return pickle.dumps({"format": FORMAT_VERSION, "triage": triage.serving(), "label_offsets": dict(label_offsets),

@@ -7,7 +7,7 @@ one member (:mod:`streamer.kafka.sole_owner_assignor`), so a second learner proc
 over when the first leaves or is dropped. The learner learns in batches (``learn_many``), tells the
 threshold policy the stream's confidences through the labels' weights
 (:meth:`~streamer.triage.router.Triage.learn_many`), and at most every ``snapshot_interval`` seconds,
-when the student changed, publishes it on ``snapshots`` (:mod:`streamer.triage.snapshot`:
+when the student changed (and at once when it leaves warm-up), publishes it on ``snapshots`` (:mod:`streamer.triage.snapshot`:
 compressed, authenticated, chunked). It checkpoints like a student worker (its own file,
 ``learner-<host>.ckpt``), so a restart replays only the labels after the checkpoint.
 """
@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamer.kafka.sole_owner_assignor import SoleOwnerAssignor
 from streamer.records import LABELS, SNAPSHOTS
 from streamer.triage import triage_config
-from streamer.triage.snapshot import pack_snapshot, pickle_snapshot, snapshot_key
+from streamer.triage.snapshot import pack_snapshot, pickle_snapshot, publishes_early, snapshot_key
 from streamer.workers.group_worker import Batches, GroupWorker
 from streamer.workers.runtime import Send, WorkerRuntime
 from streamer.workers.student_logic import StudentLogic
@@ -82,6 +82,8 @@ class LearnerWorker(GroupWorker):
                 offsets[tp.partition] = chunk[-1].offset + 1
                 await asyncio.sleep(0)
             self.processed(tp, messages[-1].offset)
+        if publishes_early(self.published_version, self.logic.triage.student.version, self.settings.warmup_labels):
+            await self.publish(send)
 
     def timers(self, send: Send) -> dict[str, tuple[float, Any]]:
         settings, state = self.settings, self.logic.state
