@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "DATA_DIR/checkpoints/ROLE-HOSTNAME.ckpt)")
     p.add_argument("--learning", choices=["replica", "learner"],
                    help="replica: each student worker learns every label; learner: student workers load the "
-                        "snapshots a learner publishes (env STREAMER_LEARNING, default replica)")
+                        "snapshots a learner publishes (env STREAMER_LEARNING, default learner)")
     p.add_argument("--snapshot-interval", type=float,
                    help="learner: publish the student at most this often, in seconds (default 1)")
     p.add_argument("--teacher-timeout", type=float,
@@ -157,9 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most events awaiting an answer before the feed waits (default 200; 0: no limit)")
     p.add_argument("--teacher-model", help="use this teacher instead of the default trained one")
     p.add_argument("--teacher-steps", type=int, help="training steps if the teacher is missing")
-    p.add_argument("--learning", choices=["learner", "replica"], default="learner",
+    p.add_argument("--learning", choices=["learner", "replica"],
                    help="learner (default): a learner worker learns the labels and the student worker loads its "
-                        "snapshots; replica: the student worker learns every label itself")
+                        "snapshots; replica: the student worker learns every label itself (env STREAMER_LEARNING)")
     p.add_argument("--timeout", type=float, help="give up waiting for answers after this many seconds")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     p.add_argument("--dashboard", action="store_true",
@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                                              "held the target")
     p.add_argument("--plot", type=Path, help="draw the run (or the sweep's trade-off curve) to this PNG")
     p.add_argument("--snapshot-interval", type=float, default=0.0,
-                   help="learn the labels together every S seconds of the stream, as a student that takes a "
-                        "learner's snapshot every S seconds (default 0: each label before the next event)")
+                   help="replay as a learner and its predictors: events routed by the learner's snapshot, "
+                        "published every S seconds of the stream and when it leaves warm-up (default 0: each label "
+                        "learned before the next event, as a replica)")
     p.add_argument("--rate", type=float, default=1000.0,
                    help="events per second the stream is taken to run at, for --snapshot-interval (default 1000)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
@@ -476,8 +477,8 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     print(note)
     every = evaluate.snapshot_events_for(args.snapshot_interval, args.rate)
     if every:
-        print(f"labels learned together every {every} events (a snapshot every {args.snapshot_interval:g} s at "
-              f"{args.rate:g} events/s)")
+        print(f"events routed by the learner's last snapshot, one every {every} events (every "
+              f"{args.snapshot_interval:g} s at {args.rate:g} events/s) and one as it leaves warm-up")
     results = []
     for kind in task.evaluation_students(settings.student):
         chosen = settings.replace(student=kind, teacher_model=teacher_model, warm_start=warm > 0)

@@ -87,9 +87,9 @@ class Settings:
     student: str | None = None  # unset: the task's default (nb; ner)
     checkpoint_path: Path | None = None  # unset: <data_dir>/checkpoints/student-<hostname>.ckpt
     checkpoint_interval: float = 30.0
-    # replica: every student worker learns every label itself; learner: one `streamer worker learner` learns them
-    # and publishes snapshots, which student workers load (predictors: they never learn)
-    learning: str = "replica"
+    # learner: one `streamer worker learner` learns the labels and publishes snapshots, which student workers load
+    # (predictors: they never learn); replica: every student worker learns every label itself
+    learning: str = "learner"
     snapshot_interval: float = 1.0  # the learner publishes its student at most this often (seconds), when changed
     trust_legacy_checkpoint: bool = False  # load a checkpoint written before checkpoints were authenticated, once
     # Triage

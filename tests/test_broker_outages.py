@@ -51,6 +51,7 @@ def test_a_broker_outage_loses_nothing_and_answers_each_event_once(outage, tmp_p
                                    advertised_port=proxy.port).start()
         bootstrap = f"127.0.0.1:{proxy.port}"
     settings = Settings(broker=f"kafka://{bootstrap}", data_dir=tmp_path / "data", teacher_model=quick_teacher,
+                        learning="replica",
                         broker_timeout=BROKER_TIMEOUT, checkpoint_interval=2.0)
     asyncio.run(ensure_topics(settings))
     workers = WorkerProcesses(settings, settings.broker_url, quick_teacher, tmp_path)

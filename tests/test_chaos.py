@@ -119,7 +119,7 @@ def durable_settings(tmp_path, s3, quick_teacher):
     proxy = TcpProxy(broker_port).start()
     broker = DurableBroker(s3, s3.bucket(), tmp_path / "broker.log", port=broker_port, advertised_port=proxy.port)
     broker.start()
-    settings = Settings(broker=f"kafka://127.0.0.1:{proxy.port}", data_dir=tmp_path / "data",
+    settings = Settings(broker=f"kafka://127.0.0.1:{proxy.port}", data_dir=tmp_path / "data", learning="replica",
                         teacher_model=quick_teacher, broker_timeout=120.0)
     asyncio.run(ensure_topics(settings))
     try:

@@ -40,8 +40,11 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 
 def start_workers(tmp_path, settings, teacher, **env):
+    """A student and a teacher worker with metrics; the student a replica (it learns the labels itself, so its own
+    label counters are checked against the teacher's answers)."""
     ports = {"student": free_port(), "teacher": free_port()}
-    workers = WorkerProcesses(settings, settings.broker_url, teacher, tmp_path, env=env, metrics_ports=ports)
+    workers = WorkerProcesses(settings.replace(learning="replica"), settings.broker_url, teacher, tmp_path, env=env,
+                              metrics_ports=ports)
     workers.start("student")
     workers.start("teacher")
     workers.wait_ready(timeout=120)

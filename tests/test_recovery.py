@@ -27,6 +27,12 @@ from streamer.workers.watchdog import EXIT_BROKER_LOST
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture()
+def settings(settings):
+    """Replica students: these tests are about a student worker's own checkpoint of what it learned."""
+    return settings.replace(learning="replica")
+
 MAX_TEXT_BYTES = 2000
 
 #: kind of bad event -> (its bytes, given a number, and the dead-letter reason it must get)

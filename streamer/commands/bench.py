@@ -118,7 +118,7 @@ def bench_student_path(settings: Settings, examples: list[Example], events: int,
     """Events/s through one warm student worker: all events are produced first, then the worker drains them."""
     broker = EmbeddedBroker(port=free_port(), log_file=run_dir / "broker-student.log")
     path_settings = settings.replace(policy="fixed", threshold=0.0, audit_rate=0.0, warmup_labels=0,
-                                     broker=broker.url)
+                                     broker=broker.url, learning="replica")  # restored from the warm checkpoint
     workers = WorkerProcesses(path_settings, broker.url, path_settings.teacher_model_ref, run_dir)
     try:  # every child starts in here, so the finally stops it (on Ctrl-C and SIGTERM too)
         broker.start()
