@@ -302,9 +302,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         if learner:
             settings = settings.replace(checkpoint_path=settings.checkpoint_path
                                         or settings.default_checkpoint("learner"))
-        try:  # a predictor starts from a fresh student and loads the learner's snapshots: no checkpoint of its own
-            student = StudentLogic(settings, catalogue, build_triage(settings) if settings.learning == "learner"
-                                   and not learner else None, WorkerMetrics(args.role, settings.namespace),
+        # a predictor has no checkpoint of its own: it routes with a blank student (every event to the teacher)
+        # until it loads the learner's newest snapshot (the learner's warm start included), within seconds
+        predictor = settings.learning == "learner" and not learner
+        try:
+            student = StudentLogic(settings, catalogue, build_triage(settings.replace(warm_start=False))
+                                   if predictor else None, WorkerMetrics(args.role, settings.namespace),
                                    learner=learner)
         except CheckpointError as exc:
             print(f"streamer: {exc}", file=sys.stderr)

@@ -49,7 +49,7 @@ class LearnerWorker(GroupWorker):
                                                  on_broker_lost=lambda: logic.state.checkpoint("broker lost")))
         self.logic = logic
         self.key = snapshot_key(settings)
-        self.published_version = 0  # a student that learned nothing is the one every predictor starts with
+        self.published_version = -1  # its first snapshot (a warm-started student, or a blank one) goes out at once
         self.published_bytes = 0
 
     def topics(self) -> list[str]:
