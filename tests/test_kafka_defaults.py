@@ -4,6 +4,7 @@ timings only where the broker is the embedded one (the probe tells them apart on
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -12,6 +13,7 @@ from streamer.kafka.broker_profile import (EMBEDDED_TIMINGS, KAFKA_LIMITS, KAFKA
                                            timing_problems)
 from streamer.records.codec import MAX_TEXT_BYTES_LIMIT, internal_record_limit
 from streamer.settings import Settings
+from streamer.triage.snapshot import CHUNK_BYTES, pack_snapshot
 
 KAFKA = BrokerProfile(kind="kafka", brokers=5, idempotence=True)
 EMBEDDED = BrokerProfile(kind="embedded", brokers=1, idempotence=False)
@@ -28,6 +30,9 @@ def test_the_defaults_on_kafka_are_within_every_documented_limit():
     assert Settings().teacher_retry_timeout < KAFKA_LIMITS.max_poll_interval
     # every record made from the largest event allowed fits the broker's message.max.bytes
     assert internal_record_limit(MAX_TEXT_BYTES_LIMIT) < KAFKA_LIMITS.message_max_bytes
+    # and so does every chunk of a learner's snapshot, its header included
+    chunks = pack_snapshot(os.urandom(3 * CHUNK_BYTES), version=10**12, student="embed-nb", key=b"k")  # incompressible
+    assert len(chunks) > 3 and max(len(value) for _, value in chunks) < KAFKA_LIMITS.message_max_bytes
     # the stock single-broker cluster (docker-compose.yml) gets replication factor 1; a cluster of 3 or more gets 3
     assert BrokerProfile(kind="kafka", brokers=1).replication_factor() == 1
     assert KAFKA.replication_factor() == 3

@@ -89,6 +89,16 @@ def test_late_escalations_get_a_provisional_answer_until_the_label_arrives(tmp_p
     assert topic == "predictions" and key == b"a" and record["provisional"] is True and record["source"] == "student"
 
 
+def test_a_predictor_learns_nothing_but_forgets_the_escalations_the_teacher_answered(tmp_path):
+    """A predictor (STREAMER_LEARNING=learner) reads labels only to drop pending provisional answers."""
+    learned = [("wonderful moving film", "fresh"), ("tedious awful mess", "rotten")] * 20
+    events = [orjson.dumps({"id": "a", "text": "wonderful mess"}), orjson.dumps({"id": "b", "text": "moving mess"})]
+    worker, _ = run_student(tmp_path, events, learned, teacher_timeout=5.0, threshold=1.0)
+    version = worker.triage.student.version
+    worker.note_answered([orjson.dumps({"id": "b", "text": "moving mess", "label": "rotten"}), b"{oops", None])
+    assert set(worker.state.pending) == {"a"} and worker.triage.student.version == version
+
+
 def test_a_batch_is_predicted_at_once_and_one_failing_text_costs_only_its_event(tmp_path, quick_teacher):
     """The default (embedding) student routes a consumed batch in one prediction; when that prediction fails,
     each event is routed alone and only the one the student fails on is dead-lettered."""

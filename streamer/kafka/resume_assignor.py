@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 from aiokafka.structs import TopicPartition
+
+from streamer.kafka.member_assignor import MemberAssignor
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +53,19 @@ def decode_claims(data: bytes | None) -> Claims:
         return {}
 
 
-class ResumeAssignor:
+class ResumeAssignor(MemberAssignor):
     """Claimed partitions to their furthest claimer, the rest spread evenly (see the module docstring).
 
     ``claims`` is called each time the member joins its group.
     """
 
     name = "babybear-resume"
-    version = 0
 
     def __init__(self, claims: Callable[[], Claims]) -> None:
         self.claims = claims
 
-    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
-        return ConsumerProtocolMemberMetadata(self.version, list(topics), encode_claims(self.claims()))
-
-    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
-        pass
+    def user_data(self) -> bytes:
+        return encode_claims(self.claims())
 
     def assign(self, cluster, members: Mapping[str, ConsumerProtocolMemberMetadata]
                ) -> dict[str, ConsumerProtocolMemberAssignment]:

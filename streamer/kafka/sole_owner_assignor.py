@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
+
+from streamer.kafka.member_assignor import MemberAssignor
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +42,19 @@ def decode_progress(data: bytes | None) -> int:
         return 0
 
 
-class SoleOwnerAssignor:
+class SoleOwnerAssignor(MemberAssignor):
     """Every subscribed partition to the member that has learned most (see the module docstring).
 
     ``progress`` is called each time the member joins its group.
     """
 
     name = "babybear-sole-owner"
-    version = 0
 
     def __init__(self, progress: Callable[[], int]) -> None:
         self.progress = progress
 
-    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
-        return ConsumerProtocolMemberMetadata(self.version, list(topics), encode_progress(self.progress()))
-
-    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
-        pass
+    def user_data(self) -> bytes:
+        return encode_progress(self.progress())
 
     def assign(self, cluster, members: Mapping[str, ConsumerProtocolMemberMetadata]
                ) -> dict[str, ConsumerProtocolMemberAssignment]:

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from streamer.kafka.clients import KafkaClients
-from streamer.triage.snapshot import PackedSnapshot, Snapshot, SnapshotAssembler, SnapshotError, decode_chunk, open_snapshot
+from streamer.triage.snapshot import (PackedSnapshot, Snapshot, SnapshotAssembler, SnapshotError, decode_chunk,
+                                      open_snapshot)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ FIRST_WINDOW = 8
 #: How often a missing topic is looked for again, and how long the follower waits before saying that no learner
 #: has published yet (seconds).
 TOPIC_CHECK_INTERVAL = 5.0
+RETRY_DELAY = 1.0
+T = TypeVar("T")
 
 
 class SnapshotFollower:
@@ -51,15 +55,15 @@ class SnapshotFollower:
             await self._wait_for_topic(consumer)
             consumer.assign([tp])
             started = time.monotonic()
-            newest = await self._newest(consumer, tp)
+            newest = await self._retrying(lambda: self._newest(consumer, tp))
             if newest is None:
-                log.info("no student snapshot on %s yet: routing with a fresh student until the learner publishes "
+                log.info("no student snapshot on %s yet: every event goes to the teacher until the learner publishes "
                          "one (is `streamer worker learner` running?)", self.topic)
             else:
                 await self._load(newest, time.monotonic() - started)
             announced = newest is not None
             while True:
-                batches = await consumer.getmany(tp, timeout_ms=500)
+                batches = await self._retrying(lambda: consumer.getmany(tp, timeout_ms=500))
                 newest = None
                 for message in batches.get(tp, []):
                     newest = self._add(message.value, message.offset) or newest
@@ -73,6 +77,17 @@ class SnapshotFollower:
                     announced = True
         finally:
             await consumer.stop()
+
+    @staticmethod
+    async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, again after a pause while the broker is away (the worker's watchdog decides when to stop
+        waiting): the predictor serves its snapshot meanwhile."""
+        while True:
+            try:
+                return await call()
+            except KafkaError as exc:
+                log.warning("reading the snapshots failed (%r); retrying in %.0f s", exc, RETRY_DELAY)
+                await asyncio.sleep(RETRY_DELAY)
 
     async def _wait_for_topic(self, consumer: AIOKafkaConsumer) -> None:
         while True:
