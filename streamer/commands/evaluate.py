@@ -7,10 +7,11 @@ accuracy and the cascade's true agreement with the teacher are exact. Feedback i
 immediate by default: an escalated event's label is learned before the next event is
 routed (a live stream learns slightly later, see ``streamer demo``). With a snapshot delay
 (``--snapshot-interval S`` at ``--rate R`` events/s) the replay runs as a learner and its
-predictors do (``STREAMER_LEARNING=learner``): a learner triage learns the labels of each
-stretch of ``S x R`` events together at its end, its policy seeing the stream only through
-the labels' weights, and the events are routed by a copy of its last snapshot (the
-student, the threshold and the warm-up count of that moment).
+predictors do (``STREAMER_LEARNING=learner``): a learner triage learns each label as it
+comes, its policy seeing the stream only through the labels' weights, and the events are
+routed by a copy of its last snapshot (the student, the threshold and the warm-up count of
+that moment), published as the learner's :class:`~streamer.triage.snapshot.SnapshotSchedule`
+says with a tick every ``S x R`` events.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import build_triage
 from streamer.triage.router import Feedback, Triage
-from streamer.triage.snapshot import publishes_early
+from streamer.triage.snapshot import SnapshotSchedule
 
 SWEEP_TARGETS = tuple(round(0.85 + 0.01 * i, 2) for i in range(15))
 
@@ -158,7 +159,8 @@ def _replay(examples: list[Example], labels: list[str], settings: Settings, *, w
             snapshot_events: int) -> EvalResult:
     triage = build_triage(settings)  # learns the labels (the learner, with a snapshot delay)
     router = snapshot_of(triage, settings.seed, 0) if snapshot_events else triage  # routes the events
-    changed = False  # the learner learned since its last snapshot
+    schedule = SnapshotSchedule(settings.warmup_labels)
+    schedule.published_at(0)  # the learner's first snapshot, before any event
     n = len(examples)
     calls = audits = agree = correct = student_correct = teacher_correct = agree_second = calls_second = 0
     recent_calls: deque[int] = deque(maxlen=window)
@@ -174,14 +176,12 @@ def _replay(examples: list[Example], labels: list[str], settings: Settings, *, w
             audits += route.reason == "audit"
             feedback = Feedback(ex.text, teacher_label, route.label, route.confidence, route.weight, route.reason)
             triage.learn_many([feedback], record_routes=bool(snapshot_events))
-            changed = True
         else:
             answer = route.label
-        due = snapshot_events and ((i + 1) % snapshot_events == 0 or publishes_early(
-            router.student.version, triage.student.version, settings.warmup_labels))
-        if due and changed:
+        version = triage.student.version
+        if snapshot_events and (schedule.early(version) or ((i + 1) % snapshot_events == 0 and schedule.due(version))):
             router = snapshot_of(triage, settings.seed, i + 1)
-            changed = False
+            schedule.published_at(version)
         answers.append(answer)
         student_answers.append(route.label or "")
         agrees = answer == teacher_label

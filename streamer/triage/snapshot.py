@@ -106,14 +106,45 @@ class Snapshot:
     size: int = 0
 
 
-def publishes_early(published_version: int, version: int, warmup_labels: int) -> bool:
-    """Whether the learner publishes now, before its clock says so: its student has just left warm-up and the last
-    snapshot's has not (until predictors get one that has, every event they route goes to the teacher).
+@dataclass
+class SnapshotSchedule:
+    """When the learner publishes its student.
 
-    >>> publishes_early(80, 100, 100), publishes_early(100, 130, 100), publishes_early(10, 20, 100)
-    (True, False, False)
+    At each tick of its clock (every ``snapshot_interval``) a student that learned something is published when it
+    grew by ``min_growth`` of its labels since the last snapshot, or ``max_skips`` ticks have passed without one:
+    every tick while it is young, less often as it matures (a mature student changes little per label, and every
+    predictor reads and loads every snapshot). Off the clock, it is published the moment it leaves warm-up:
+    until predictors get a student past warm-up, every event they route goes to the teacher.
+
+    >>> s = SnapshotSchedule(warmup_labels=100)
+    >>> s.due(0), s.published_at(0), s.early(60), s.early(100)
+    (True, None, False, True)
+    >>> s.published_at(10_000); [s.due(10_000 + n) for n in (0, 50, 100)]
+    [False, False, True]
     """
-    return published_version < warmup_labels <= version
+
+    warmup_labels: int
+    min_growth: float = 0.01
+    max_skips: int = 30
+    published: int = -1
+    skipped: int = 0
+
+    def early(self, version: int) -> bool:
+        """Whether to publish now, off the clock: the student has just left warm-up."""
+        return self.published < self.warmup_labels <= version
+
+    def due(self, version: int) -> bool:
+        """Whether to publish at this tick of the clock."""
+        if version == self.published:
+            return False
+        if (self.published < 0 or version - self.published >= self.min_growth * self.published
+                or self.skipped >= self.max_skips or self.early(version)):
+            return True
+        self.skipped += 1
+        return False
+
+    def published_at(self, version: int) -> None:
+        self.published, self.skipped = version, 0
 
 
 def pickle_snapshot(triage: Triage, label_offsets: dict[int, int], config: dict[str, Any] | None = None) -> bytes:

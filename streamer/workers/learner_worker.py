@@ -6,9 +6,10 @@ learner group (``babybear-learner``, or ``<namespace>-learner``): the group's as
 one member (:mod:`streamer.kafka.sole_owner_assignor`), so a second learner process stands by and takes
 over when the first leaves or is dropped. The learner learns in batches (``learn_many``), tells the
 threshold policy the stream's confidences through the labels' weights
-(:meth:`~streamer.triage.router.Triage.learn_many`), and at most every ``snapshot_interval`` seconds,
-when the student changed (and at once when it leaves warm-up), publishes it on ``snapshots`` (:mod:`streamer.triage.snapshot`:
-compressed, authenticated, chunked). It checkpoints like a student worker (its own file,
+(:meth:`~streamer.triage.router.Triage.learn_many`), and publishes the student on ``snapshots``
+(:mod:`streamer.triage.snapshot`: compressed, authenticated, chunked) at most every ``snapshot_interval``
+seconds, as :class:`~streamer.triage.snapshot.SnapshotSchedule` says: every tick while the student is young,
+once it has 1 % more labels later on, and at once when it leaves warm-up. It checkpoints like a student worker (its own file,
 ``learner-<host>.ckpt``), so a restart replays only the labels after the checkpoint.
 """
 
@@ -25,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamer.kafka.sole_owner_assignor import SoleOwnerAssignor
 from streamer.records import LABELS, SNAPSHOTS
 from streamer.triage import triage_config
-from streamer.triage.snapshot import pack_snapshot, pickle_snapshot, publishes_early, snapshot_key
+from streamer.triage.snapshot import SnapshotSchedule, pack_snapshot, pickle_snapshot, snapshot_key
 from streamer.workers.group_worker import Batches, GroupWorker
 from streamer.workers.runtime import Send, WorkerRuntime
 from streamer.workers.student_logic import StudentLogic
@@ -49,7 +50,7 @@ class LearnerWorker(GroupWorker):
                                                  on_broker_lost=lambda: logic.state.checkpoint("broker lost")))
         self.logic = logic
         self.key = snapshot_key(settings)
-        self.published_version = -1  # its first snapshot (a warm-started student, or a blank one) goes out at once
+        self.schedule = SnapshotSchedule(settings.warmup_labels)  # the first snapshot goes out at the first tick
         self.published_bytes = 0
 
     def topics(self) -> list[str]:
@@ -82,22 +83,25 @@ class LearnerWorker(GroupWorker):
                 offsets[tp.partition] = chunk[-1].offset + 1
                 await asyncio.sleep(0)
             self.processed(tp, messages[-1].offset)
-        if publishes_early(self.published_version, self.logic.triage.student.version, self.settings.warmup_labels):
+        if self.schedule.early(self.logic.triage.student.version):
             await self.publish(send)
 
     def timers(self, send: Send) -> dict[str, tuple[float, Any]]:
         settings, state = self.settings, self.logic.state
-        timers: dict[str, tuple[float, Any]] = {"snapshot": (settings.snapshot_interval, lambda: self.publish(send))}
+        timers: dict[str, tuple[float, Any]] = {"snapshot": (settings.snapshot_interval, lambda: self.tick(send))}
         if settings.checkpoint_interval > 0:
             timers["checkpoint"] = (settings.checkpoint_interval, lambda: state.checkpoint_in_background("periodic"))
         return timers
 
+    async def tick(self, send: Send) -> bool:
+        """Publish the student if the schedule says so at this tick of the clock; whether it did."""
+        return await self.publish(send) if self.schedule.due(self.logic.triage.student.version) else False
+
     async def publish(self, send: Send) -> bool:
-        """Publish the student when it changed since the last snapshot and this learner holds the labels;
-        whether it did."""
+        """Publish the student, if this learner holds the labels; whether it did."""
         triage = self.logic.triage
         version = triage.student.version
-        if version == self.published_version or not self._assigned:
+        if not self._assigned:
             return False
         started = time.perf_counter()
         body = pickle_snapshot(triage, self.logic.state.label_offsets, triage_config(self.settings))
@@ -106,7 +110,7 @@ class LearnerWorker(GroupWorker):
                                           key=self.key)
         for key, value in records:
             await send(SNAPSHOTS, key, value)
-        self.published_version = version
+        self.schedule.published_at(version)
         self.published_bytes = sum(len(v) for _, v in records)
         self.logic.metrics.snapshots_published.inc()
         self.logic.metrics.snapshot_version.set(version)
@@ -125,5 +129,5 @@ class LearnerWorker(GroupWorker):
         m = self.logic.metrics
         log.info("learner: labels_learned=%d rejected=%d snapshot=%d (%.0f kB) snapshots_published=%d "
                  "threshold=%.3f", m.value("streamer_labels_learned_total"), m.total("streamer_labels_rejected_total"),
-                 self.published_version, self.published_bytes / 1e3, m.value("streamer_snapshots_published_total"),
+                 self.schedule.published, self.published_bytes / 1e3, m.value("streamer_snapshots_published_total"),
                  self.logic.triage.policy.threshold)
