@@ -133,5 +133,5 @@ def test_a_student_started_before_its_topics_exist_waits_with_a_message_then_wor
             procs.check_alive()
         finally:
             procs.stop()
-    assert "topic late.labels does not exist" in waiting and "streamer topics create" in waiting
+    assert "topic late.snapshots does not exist" in waiting and "streamer topics create" in waiting
     assert len(escalated) == 20  # an untrained student escalates: the worker is consuming

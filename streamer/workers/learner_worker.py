@@ -50,6 +50,9 @@ class LearnerWorker(GroupWorker):
                                                  on_broker_lost=lambda: logic.state.checkpoint("broker lost")))
         self.logic = logic
         self.key = snapshot_key(settings)
+        #: whether the last assignment gave this learner the labels (its partitions are revoked before each join,
+        #: so this, not the assignment, tells the group who had them)
+        self.holding = False
         self.schedule = SnapshotSchedule(settings.warmup_labels)  # the first snapshot goes out at the first tick
         self.published_bytes = 0
 
@@ -57,10 +60,11 @@ class LearnerWorker(GroupWorker):
         return [self.names[LABELS]]
 
     def assignors(self) -> tuple[Any, ...]:
-        return (SoleOwnerAssignor(lambda: self.logic.triage.student.version),)
+        return (SoleOwnerAssignor(lambda: (self.logic.triage.student.version, self.holding)),)
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         """Go on from the checkpoint's offsets (the student's state), not the group's committed ones."""
+        self.holding = bool(assigned)
         offsets = self.logic.state.label_offsets
         for tp in sorted(assigned):
             if tp.partition in offsets:
