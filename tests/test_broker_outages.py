@@ -2,9 +2,10 @@
 
 The embedded broker runs on durable storage (S3, on a local server: see ``tests/outage_kit.py``) so it can be
 SIGKILLed and restarted with its data, frozen with SIGSTOP, cut off behind a TCP proxy that refuses every
-connection, or run as two broker processes on one storage of which one is killed. A student and a teacher
-worker (real processes) answer a stream of events across each outage; then every event has exactly one answer,
-every label was learned once, and both workers are still running.
+connection, or run as two broker processes on one storage of which one is killed. A student (a replica) and a
+teacher worker (real processes) answer a stream of events across each outage; then every event has exactly one
+answer, every label was learned once, and both workers are still running. The restart is also run with a
+learner and a predictor.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ BROKER_TIMEOUT = 90.0
 FEED_RATE = 40.0
 
 
-@pytest.mark.parametrize("outage", list(DOWN_FOR))
-def test_a_broker_outage_loses_nothing_and_answers_each_event_once(outage, tmp_path, s3, quick_teacher):
+@pytest.mark.parametrize(("outage", "learning"), [(outage, "replica") for outage in DOWN_FOR] + [("restart", "learner")])
+def test_a_broker_outage_loses_nothing_and_answers_each_event_once(outage, learning, tmp_path, s3, quick_teacher):
     storage = s3.bucket()
     proxy: TcpProxy | None = None
     second: DurableBroker | None = None
@@ -51,7 +52,7 @@ def test_a_broker_outage_loses_nothing_and_answers_each_event_once(outage, tmp_p
                                    advertised_port=proxy.port).start()
         bootstrap = f"127.0.0.1:{proxy.port}"
     settings = Settings(broker=f"kafka://{bootstrap}", data_dir=tmp_path / "data", teacher_model=quick_teacher,
-                        learning="replica",
+                        learning=learning,
                         broker_timeout=BROKER_TIMEOUT, checkpoint_interval=2.0)
     asyncio.run(ensure_topics(settings))
     workers = WorkerProcesses(settings, settings.broker_url, quick_teacher, tmp_path)
@@ -59,6 +60,8 @@ def test_a_broker_outage_loses_nothing_and_answers_each_event_once(outage, tmp_p
     try:
         workers.start("student")
         workers.start("teacher")
+        if learning == "learner":
+            workers.start("learner")
         workers.wait_ready(timeout=180)
         feeder = threading.Thread(target=feed, args=(settings, values, FEED_RATE), daemon=True)
         feeder.start()
@@ -99,6 +102,8 @@ def test_a_broker_outage_loses_nothing_and_answers_each_event_once(outage, tmp_p
           f"by the feeder, every one answered once")
     labelled = Counter(r["id"] for r in labels)
     assert {i: n for i, n in labelled.items() if n > sent[i]} == {}  # each escalated event labelled once
-    for name in ("student", "teacher"):
+    for name in ("student", "teacher") + (("learner",) if learning == "learner" else ()):
         log = (tmp_path / f"{name}.log").read_text()
         assert "Traceback" not in log, name
+    if learning == "learner":  # the predictor served the learner's snapshots across the restart
+        assert "serving student snapshot" in (tmp_path / "student.log").read_text()
