@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from streamer.commands.bench_learning import bench_learning, format_learning
+from streamer.commands.bench_learning import bench_learning, format_learning, log
 from streamer.commands.demo import run_demo
 from streamer.commands.training import ensure_teacher
 from streamer.datasets import Example, load_examples
@@ -50,10 +49,6 @@ def machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def bench_teacher(teacher_model: str, texts: list[str], *, device: str, max_length: int,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -35,8 +36,7 @@ SERVING = re.compile(r"serving student snapshot (\d+) \(([\d.]+) kB, .*read in (
 
 
 def log(msg: str) -> None:
-    import sys
-
+    """A progress line of the benchmark, on stderr (the figures go to stdout)."""
     print(msg, file=sys.stderr, flush=True)
 
 

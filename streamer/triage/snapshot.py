@@ -196,23 +196,24 @@ class SnapshotAssembler:
     def __init__(self) -> None:
         self.newest: tuple[int, int] = (-1, -1)  # (version, created) of the newest complete snapshot
         self._parts: dict[str, dict[int, SnapshotChunk]] = {}
+        self._age: dict[str, tuple[int, int]] = {}  # (version, created) of each snapshot still being put together
 
     def add(self, chunk: SnapshotChunk) -> PackedSnapshot | None:
         if (chunk.version, chunk.created_ms) <= self.newest:
             return None  # an older snapshot: nothing to gain
         parts = self._parts.setdefault(chunk.snapshot_id, {})
+        self._age[chunk.snapshot_id] = (chunk.version, chunk.created_ms)
         parts[chunk.index] = chunk
         if len(parts) < chunk.count:
             return None
-        del self._parts[chunk.snapshot_id]
+        del self._parts[chunk.snapshot_id], self._age[chunk.snapshot_id]
         ordered = [parts[i] for i in range(chunk.count)]
         body = b"".join(c.data for c in ordered)
         if len(body) != chunk.size or any(c.mac != chunk.mac for c in ordered):
             return None  # chunks of different writes under one id: never complete
         self.newest = (chunk.version, chunk.created_ms)
-        for snapshot_id in [i for i, p in self._parts.items()
-                            if (next(iter(p.values())).version, next(iter(p.values())).created_ms) <= self.newest]:
-            del self._parts[snapshot_id]
+        for snapshot_id in [i for i, age in self._age.items() if age <= self.newest]:  # can no longer be newer
+            del self._parts[snapshot_id], self._age[snapshot_id]
         return PackedSnapshot(chunk.snapshot_id, chunk.version, chunk.student, chunk.mac, chunk.created_ms, body)
 
 
