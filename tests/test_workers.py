@@ -8,6 +8,7 @@ test_recovery).
 from __future__ import annotations
 
 import asyncio
+import pickle
 from pathlib import Path
 import orjson
 import pytest
@@ -97,6 +98,18 @@ def test_a_predictor_learns_nothing_but_forgets_the_escalations_the_teacher_answ
     version = worker.triage.student.version
     worker.note_answered([orjson.dumps({"id": "b", "text": "moving mess", "label": "rotten"}), b"{oops", None])
     assert set(worker.state.pending) == {"a"} and worker.triage.student.version == version
+
+
+def test_a_predictor_routes_with_a_new_snapshot_from_the_next_batch_on(tmp_path):
+    learned = [("wonderful moving film", "fresh"), ("tedious awful mess", "rotten")] * 20
+    worker, _ = run_student(tmp_path, [], learned)
+    snapshot = pickle.loads(pickle.dumps(worker.triage.serving()))
+    snapshot.learn("fine film", "fresh", student_label=None, student_confidence=0.0, weight=1.0, reason="warmup")
+    worker.offer_triage(snapshot)  # arrives while a batch is out: nothing changes until the next one
+    assert worker.triage is not snapshot and worker.triage.student.version == 40
+    send = Collector()
+    asyncio.run(worker.handle_event(orjson.dumps({"id": "n", "text": "wonderful film"}), "events", 0, 0, 1, send))
+    assert worker.triage is snapshot and send.sent[0][2]["student_version"] == 41
 
 
 def test_a_batch_is_predicted_at_once_and_one_failing_text_costs_only_its_event(tmp_path, quick_teacher):

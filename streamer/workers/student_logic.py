@@ -196,6 +196,7 @@ class StudentLogic:
                  metrics: WorkerMetrics | None = None, *, learner: bool = False) -> None:
         #: a learner's policy is told of the stream's confidences through the labels (it routes nothing)
         self.learner = learner
+        self._offered: Triage | None = None  # a snapshot's triage, routing from the next batch on
         self.settings = settings
         self.task = get_task(settings.task)
         self.state = StudentState(settings, triage)
@@ -228,6 +229,7 @@ class StudentLogic:
         carries on.
         """
         settings = self.settings
+        self._take_offered_triage()
         events = [decode_event(r.value, r.key, self.events_spec, settings.max_text_bytes, id_field=settings.id_field,
                                text_field=settings.text_field) for r in records]
         routes = iter(self._route_many([e["text"] for e in events if not isinstance(e, Rejection)]))
@@ -350,11 +352,17 @@ class StudentLogic:
             self.metrics.labels_rejected.labels(reason="processing_error").inc()
             return 0
 
-    def swap_triage(self, triage: Triage) -> None:
-        """Route with ``triage`` from now on (a predictor loading a learner's snapshot), with its own audit draw."""
-        triage.reseed()
-        self.triage = self.state.triage = triage
-        self.metrics.snapshot_version.set(triage.student.version)
+    def offer_triage(self, triage: Triage) -> None:
+        """Route with ``triage`` from the next batch on (a predictor loading a learner's snapshot, which may arrive
+        while a batch is being sent: its events keep the route and the version they were decided with)."""
+        self._offered = triage
+
+    def _take_offered_triage(self) -> None:
+        triage, self._offered = self._offered, None
+        if triage is not None:
+            triage.reseed()  # its own audit draw: predictors loading one snapshot must not audit in step
+            self.triage = self.state.triage = triage
+            self.metrics.snapshot_version.set(triage.student.version)
 
     def note_answered(self, values: Sequence[bytes | None]) -> None:
         """Forget the pending provisional answers of the events these ``labels`` records answer (a predictor,
