@@ -95,15 +95,16 @@ def test_a_broker_outage_loses_nothing_and_answers_each_event_once(outage, learn
             proxy.stop()
     assert ids - set(answers) == set()
     assert not feeder.is_alive()
-    # one answer per event record on the topic (a record the feeder's own retry stored twice is two events). An
-    # answer is its source and decision time: a worker's send retried after a lost acknowledgement can store the
-    # same answer twice on a broker without idempotent producers (the embedded one), a copy, not a second answer
+    # at most one answer per event record on the topic (a record the feeder's own retry stored twice may be answered
+    # twice, or once: its two escalations can share a millisecond, and the teacher then skips the second as a
+    # copy). An answer is its source and decision time: a worker's send retried after a lost acknowledgement can
+    # store the same answer twice on a broker without idempotent producers (the embedded one), a copy, not a second
     answered = {i: {(r["source"], r["decided_time"]) for r in rs} for i, rs in answers.items()}
-    twice = {i: sorted(a) for i, a in answered.items() if len(a) != sent[i]}
+    twice = {i: sorted(a) for i, a in answered.items() if len(a) > sent[i]}
     assert twice == {}, (len(twice), sorted(twice.items())[:5])
     copies = sum(len(rs) for rs in answers.values()) - sum(len(a) for a in answered.values())
     print(f"{outage}/{learning}: broker away {outage_s:.1f} s; {len(ids)} events, {sum(sent.values()) - len(sent)} "
-          f"stored twice by the feeder, every one answered once ({copies} answers stored twice by a retried send)")
+          f"stored twice by the feeder, every one answered, none twice ({copies} answers stored twice by a retried send)")
     labelled = Counter(i for i, _ in {(r["id"], r["labelled_time"]) for r in labels})
     assert {i: n for i, n in labelled.items() if n > sent[i]} == {}  # each escalated event labelled once
     for name in ("student", "teacher") + (("learner",) if learning == "learner" else ()):
