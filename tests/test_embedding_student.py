@@ -46,3 +46,55 @@ def test_a_checkpoint_from_before_the_network_half_predicts_as_it_did(tmp_path):
     assert np.allclose(old.model.probability_rows(texts), expected)
     old.learn("warm film", "fresh")  # and it still learns
     assert old.predict("funny warm")[0] == "fresh"
+
+
+def test_the_running_standardisation_of_a_batch_is_that_of_its_vectors_one_by_one():
+    rng = np.random.default_rng(5)
+    X = rng.normal(3.0, 2.0, size=(500, 4))
+    one, batched = EmbeddingSoftmax(4), EmbeddingSoftmax(4)
+    for x in X:
+        one.observe(x)
+    for start in range(0, 500, 37):
+        batched.observe(X[start:start + 37])
+    assert one.seen == batched.seen == 500
+    assert np.allclose(one.mean, X.mean(axis=0)) and np.allclose(batched.mean, one.mean)
+    assert np.allclose(batched.sum_sq, one.sum_sq) and np.allclose(one.sum_sq / 499, X.var(axis=0, ddof=1))
+
+
+def test_heads_that_learn_several_labels_a_step_learn_them_as_well_and_the_same_however_they_come():
+    """The embedding student's heads take 8 labels a step: the network half still gets XOR, the linear half
+    what a line separates, and labels given one at a time or all at once make the same heads."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(6000, 2))
+    xor = (X[:, 0] * X[:, 1] > 0).astype(int)
+    line = (X[:, 0] + X[:, 1] > 0).astype(int)
+    network, linear = EmbeddingMLP(2, hidden=32, step_labels=8, replay=40, learning_rate=3e-3), EmbeddingSoftmax(2)
+    batched = EmbeddingSoftmax(2, step_labels=8)
+    for head in (network, linear, batched):
+        head.add_class()
+        head.add_class()
+    for x, a, b in zip(X[:5000], xor[:5000], line[:5000]):
+        network.learn(x, int(a))
+        linear.learn(x, int(b))
+        batched.learn(x, int(b))
+    assert network.steps == 5000 // 8 and batched.seen == 5000
+    assert float((network.probabilities(X[5000:]).argmax(axis=1) == xor[5000:]).mean()) > 0.9
+    agree = (batched.probabilities(X[5000:]).argmax(axis=1) == linear.probabilities(X[5000:]).argmax(axis=1))
+    assert float(agree.mean()) > 0.99 and float((batched.probabilities(X[5000:]).argmax(axis=1) == line[5000:]).mean()) > 0.95
+
+
+def test_a_checkpoint_from_before_heads_took_several_labels_a_step_learns_each_at_once(tmp_path):
+    folder = tmp_path / "emb"
+    StaticEmbeddings.write_example(folder, ["[UNK]", "warm", "funny", "dull", "boring", "film"], dims=8)
+    student = EmbeddingStudent(StaticEmbeddings.load(folder))
+    student.learn("warm funny film", "fresh")
+    model = student.model
+    for part, names in ((model.head, ("step_labels", "waiting")), (model.mlp, ("step_labels",))):
+        for name in names:  # what an old pickle lacks
+            del part.__dict__[name]
+    model.mlp.__dict__.pop("pending", None)
+    old = pickle.loads(pickle.dumps(student))
+    seen, steps = old.model.head.seen, old.model.mlp.steps
+    old.learn("dull boring film", "rotten")
+    assert (old.model.head.seen, old.model.mlp.steps) == (seen + 1, steps + 1)
+    assert old.predict("dull boring")[0] == "rotten"

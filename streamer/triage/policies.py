@@ -21,10 +21,11 @@ the event was routed (``observe``) and exposes the current ``threshold``.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
 from typing import Protocol
+
+import numpy as np
 
 REASON_WARMUP = "warmup"
 #: warm-up escalations of a warm-started student: every event goes to the teacher, and its guesses count
@@ -194,22 +195,18 @@ class OnlinePolicy(BasePolicy):
 
     def _bins(self) -> tuple[list[float], list[float], list[int], list[float], list[float]]:
         """:meth:`calibration` plus each bin's sum of label weights and of their squares."""
-        confs = sorted(self.confidences)
+        confs = np.sort(np.fromiter(self.confidences, dtype=np.float64, count=len(self.confidences)))
         n = len(confs)
-        edges = sorted({confs[(k * n) // self.bins] for k in range(self.bins)}) if n else [0.0]
+        edges = np.unique(confs[(np.arange(self.bins) * n) // self.bins]) if n else np.zeros(1)
         edges[0] = 0.0
-        counts = [0] * len(edges)
-        for c in confs:
-            counts[bisect.bisect_right(edges, c) - 1] += 1
-        agree_w = [0.0] * len(edges)
-        total_w = [0.0] * len(edges)
-        square_w = [0.0] * len(edges)
-        for c, agree, w in self.labelled:
-            b = bisect.bisect_right(edges, c) - 1
-            total_w[b] += w
-            square_w[b] += w * w
-            agree_w[b] += w if agree else 0.0
-        return edges, isotonic(agree_w, total_w), counts, total_w, square_w
+        counts = np.bincount(np.searchsorted(edges, confs, side="right") - 1, minlength=len(edges))
+        labelled = np.array(self.labelled, dtype=np.float64).reshape(-1, 3)  # confidence, agreed, weight
+        where = np.searchsorted(edges, labelled[:, 0], side="right") - 1
+        weights = labelled[:, 2]
+        total_w = np.bincount(where, weights=weights, minlength=len(edges)).tolist()
+        square_w = np.bincount(where, weights=weights * weights, minlength=len(edges)).tolist()
+        agree_w = np.bincount(where, weights=weights * labelled[:, 1], minlength=len(edges)).tolist()
+        return edges.tolist(), isotonic(agree_w, total_w), counts.tolist(), total_w, square_w
 
     def pick_threshold(self) -> tuple[float, float | None]:
         """The lowest bin edge whose expected agreement holds the target, and that agreement."""
