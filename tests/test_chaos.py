@@ -2,9 +2,10 @@
 
 3,000 good events (a share of them from a librdkafka producer in every codec, keyless, with headers), a 2 MB
 record on each input topic, a forged label and a label whose signature holds non-ASCII characters, escalations
-the teacher fails on, a teacher that fails on everything for 20 s and then recovers, student workers scaled
-1 -> 3 -> 1 and a second teacher added mid-stream, one SIGKILL of each role, the broker SIGKILLed and restarted
-mid-stream, and every connection to it refused for 30 s. The broker keeps its data on durable storage (S3, on a
+the teacher fails on, a teacher that fails on everything for 20 s and then recovers, student workers
+(predictors) scaled 1 -> 3 -> 1, a second teacher and a standby learner added mid-stream, one SIGKILL of each
+role (the learner's standby takes over), the broker SIGKILLed and restarted mid-stream, and every connection to
+it refused for 30 s. The broker keeps its data on durable storage (S3, on a
 local server) and is reached through a TCP proxy (``tests/outage_kit.py``). Then: every good id has a final
 answer, no worker exited on its own, every bad record is on dead-letter exactly once per source offset and
 every dead-letter record is under 1 MiB, and the forged labels changed nothing. A second test scales the same
@@ -95,10 +96,23 @@ def stop_and_wait_for_rebalance(workers: WorkerProcesses, run_dir: Path, name: s
     without ever syncing when two members left within a second of each other: see shared/notes.)"""
     before = {other: assignments(run_dir, other) for other in staying}
     code = workers.terminate(name)
+    wait_for_rebalance(run_dir, before, timeout)
+    return code
+
+
+def wait_for_rebalance(run_dir: Path, before: dict[str, int], timeout: float = 60.0) -> None:
+    """Wait until each worker of ``before`` (its count of assignments then) has been given partitions again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(assignments(run_dir, o) <= n for o, n in before.items()):
         time.sleep(0.5)
-    return code
+
+
+def wait_for_log(path: Path, text: str, timeout: float) -> None:
+    """Wait until the log at ``path`` says ``text``."""
+    deadline = time.monotonic() + timeout
+    while not (path.is_file() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"{text!r} not in {path} within {timeout:.0f} s"
+        time.sleep(0.5)
 
 
 def good_events(n: int, prefix: str) -> list[dict]:
@@ -119,7 +133,7 @@ def durable_settings(tmp_path, s3, quick_teacher):
     proxy = TcpProxy(broker_port).start()
     broker = DurableBroker(s3, s3.bucket(), tmp_path / "broker.log", port=broker_port, advertised_port=proxy.port)
     broker.start()
-    settings = Settings(broker=f"kafka://127.0.0.1:{proxy.port}", data_dir=tmp_path / "data", learning="replica",
+    settings = Settings(broker=f"kafka://127.0.0.1:{proxy.port}", data_dir=tmp_path / "data",
                         teacher_model=quick_teacher, broker_timeout=120.0)
     asyncio.run(ensure_topics(settings))
     try:
@@ -136,7 +150,7 @@ def test_chaos(tmp_path, quick_teacher, durable_settings, topic_records):
     outage_file = tmp_path / "teacher-outage"
     workers = WorkerProcesses(settings, settings.broker_url, quick_teacher, tmp_path,
                               env=worker_env(**{CHAOS_TEACHER["OUTAGE_FILE_VARIABLE"]: str(outage_file)}),
-                              metrics_ports={"student-2": port})
+                              metrics_ports={"learner-2": port})
     good = good_events(3000, "g")
     by_codec = {codec: good[600 + 100 * i:700 + 100 * i] for i, codec in enumerate(CODECS)}  # 400 via librdkafka
     rest = [e for e in good if not any(e in part for part in by_codec.values())]
@@ -150,6 +164,7 @@ def test_chaos(tmp_path, quick_teacher, durable_settings, topic_records):
            LABELS: orjson.dumps({"id": "big-label", "text": "z" * BIG})}
     workers.start("student", name="student-1")
     workers.start("teacher", name="teacher-1")
+    workers.start("learner", name="learner-1")
     try:
         workers.wait_ready(timeout=180)
         # Phase 1: the teacher fails on poisoned escalations (sent during warm-up, so all escalated), a 2 MB record
@@ -161,10 +176,12 @@ def test_chaos(tmp_path, quick_teacher, durable_settings, topic_records):
         feed(settings, rest[:600])
         final_answers(read_all, settings, {e["id"] for e in rest[:600]}, timeout=240)
 
-        # Phase 2: 1 -> 3 students and a second teacher while librdkafka producers send in every codec; the teacher
-        # model fails on everything for 20 s meanwhile (the teachers retry; nothing is dead-lettered for it).
+        # Phase 2: 1 -> 3 students, a second teacher and a standby learner while librdkafka producers send in every
+        # codec; the teacher model fails on everything for 20 s meanwhile (the teachers retry; nothing is
+        # dead-lettered for it).
         outage_file.touch()
         outage_ends = time.monotonic() + TEACHER_OUTAGE
+        workers.start("learner", name="learner-2")
         workers.start("student", name="student-2")
         workers.start("student", name="student-3")
         for codec, events in by_codec.items():
@@ -178,8 +195,12 @@ def test_chaos(tmp_path, quick_teacher, durable_settings, topic_records):
         outage_file.unlink()
         feed(settings, rest[1000:1400])
 
-        # Phase 3: SIGKILL a student and a teacher mid-stream; both come back. Then the broker is SIGKILLed and
-        # restarted mid-stream, with its data.
+        # Phase 3: SIGKILL a student, the learner and a teacher mid-stream; the standby learner takes over (from the
+        # start of the labels: it has no checkpoint of its own learning), and all come back. Then the broker is
+        # SIGKILLed and restarted mid-stream, with its data.
+        workers.kill("learner-1")
+        wait_for_log(tmp_path / "learner-2.log", "learning 4 partitions", timeout=180)
+        workers.start("learner", name="learner-1")
         workers.kill("student-1")
         workers.start("student", name="student-1")
         feed(settings, rest[1400:1600])
@@ -187,9 +208,13 @@ def test_chaos(tmp_path, quick_teacher, durable_settings, topic_records):
         workers.start("teacher", name="teacher-1")
         workers.wait_ready(timeout=180)
         feed(settings, rest[1600:1800])
+        students = {name: assignments(tmp_path, name) for name in ("student-1", "student-2", "student-3")}
         broker.restart(down_for=5.0)
+        # the students' group rebalances once they are back: phase 4's clean stops wait for that first (else a stop
+        # could take the restart's rebalance for its own, and the next student leave within a second of it)
+        wait_for_rebalance(tmp_path, students, timeout=120)
 
-        # Phase 4: 3 -> 1 students with clean stops while the rest streams in. Student-2 read every label from
+        # Phase 4: 3 -> 1 students with clean stops while the rest streams in. Learner-2 read every label from
         # the start: it skipped the forged ones. Then every connection to the broker is refused for 30 s.
         rejected = metric(port, 'streamer_labels_rejected_total{reason="unauthenticated"}')
         learned = metric(port, "streamer_labels_learned_total")
@@ -232,7 +257,7 @@ def test_chaos(tmp_path, quick_teacher, durable_settings, topic_records):
     assert rejected == 2 and learned > 500
     student_answers = [r for rs in answers.values() for r in rs if r["source"] == "student"]
     assert student_answers and min(r["threshold"] for r in student_answers) > 0.5
-    for name in ("student-1", "student-2", "student-3", "teacher-1", "teacher-2"):
+    for name in ("student-1", "student-2", "student-3", "teacher-1", "teacher-2", "learner-1", "learner-2"):
         assert "Traceback" not in (tmp_path / f"{name}.log").read_text(), name
     # The teacher outage was retried, not dead-lettered (only the poisoned escalations were).
     teacher_logs = "".join((tmp_path / f"teacher-{n}.log").read_text() for n in (1, 2))
@@ -245,6 +270,7 @@ def test_scaling_with_clean_stops_answers_every_event_once(tmp_path, quick_teach
     good = good_events(3000, "s")
     workers.start("student", name="student-1")
     workers.start("teacher", name="teacher-1")
+    workers.start("learner", name="learner")
     try:
         workers.wait_ready(timeout=180)
         feed(settings, good[:800])
