@@ -7,10 +7,10 @@ batched in Rust for a batch of events). Two halves read the token ids:
 * **embedding heads**: the mean of the tokens' rows of the embedding table distilled from the *fine-tuned*
   teacher (so it carries the teacher's task), standardised with running statistics, into two heads averaged
   half and half: a softmax regression learned by SGD (learning rate decaying as 1/sqrt(t), L2) and a
-  one-hidden-layer network (:class:`EmbeddingMLP`, an Adam step on every 8 labels and 40 replayed ones), which
-  separates what a linear head cannot (a tweet's "neutral" is the absence of both polarities). Both learn
-  labels 8 at a time, so learning them one by one or in batches gives the same student (8 at a time made
-  learning 3.5x faster than a step per label, at the same savings: README, "Learning off the hot path");
+  one-hidden-layer network (:class:`EmbeddingMLP`, an Adam step on each label and 15 replayed ones), which
+  separates what a linear head cannot (a tweet's "neutral" is the absence of both polarities). With
+  ``step_labels=8`` both take labels 8 at a time (one by one or in batches, the same student): a learner learns
+  2.5x faster, at a cost of 1 to 4 points of savings (README, "Learning off the hot path");
 * **token naive Bayes**: multinomial naive Bayes over the text's distinct tokens and hashed token bigrams
   (each counted once, alpha 2), as the ``nb-binary`` student does over words.
 
@@ -331,7 +331,7 @@ class EmbeddingNaiveBayes(base.Classifier):
 
     def __init__(self, embeddings: StaticEmbeddings, weight: float = 0.7, learning_rate: float = 0.03,
                  l2: float = 1e-4, alpha: float = 2.0, mlp_share: float = 0.5, hidden: int = 128,
-                 step_labels: int = 8, mlp_learning_rate: float = 3e-3, mlp_replay: int = 40) -> None:
+                 step_labels: int = 1, mlp_learning_rate: float = 1e-3, mlp_replay: int = 15) -> None:
         self.embeddings = embeddings
         self.weight = weight
         self.learning_rate = learning_rate
