@@ -94,9 +94,14 @@ class EmbeddingSoftmax:
         return (vectors - self.mean) / scale
 
     def observe(self, vectors: np.ndarray) -> None:
-        """Update the running standardisation with a batch of embeddings (Chan et al.'s merge of two means and
-        sums of squares; Welford's update for one)."""
-        vectors = np.atleast_2d(vectors)
+        """Update the running standardisation with one embedding (Welford) or a batch of them (Chan et al.'s
+        merge of two means and sums of squares)."""
+        if vectors.ndim == 1:  # once per label on the default path: the cheaper update
+            self.seen += 1
+            delta = vectors - self.mean
+            self.mean += delta / self.seen
+            self.sum_sq += delta * (vectors - self.mean)
+            return
         n, seen = len(vectors), self.seen
         batch_mean = vectors.mean(axis=0)
         delta = batch_mean - self.mean
@@ -106,8 +111,15 @@ class EmbeddingSoftmax:
 
     def learn(self, vector: np.ndarray, y: int) -> None:
         """Keep the label; learn the kept ones once ``step_labels`` have come."""
-        if self.step_labels == 1:  # (also a head pickled before steps took several labels)
-            self._step(vector[None, :], np.array([y]))
+        if self.step_labels == 1:  # one SGD step (also a head pickled before steps took several labels)
+            self.observe(vector)
+            z = self._standardised(vector)
+            p = softmax_rows((self.weights @ z + self.bias)[None, :])[0]
+            p[y] -= 1.0
+            step = self.learning_rate / math.sqrt(self.seen)
+            self.weights *= 1.0 - step * self.l2
+            self.weights -= step * np.outer(p, z)
+            self.bias -= step * p
             return
         self.waiting.append((vector, y))
         if len(self.waiting) >= self.step_labels:
