@@ -79,6 +79,18 @@ class WordCache:
         return [[i for i in e.ids if i != unk]
                 for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
+    def _encode_words(self, words: list[str], chunk: int = 2000) -> list[list[int]]:
+        """Each word's ids, the words given to the tokenizer as one pre-split sequence a chunk at a time (about
+        25 % faster than a batch of one-word texts)."""
+        out: list[list[int]] = [[] for _ in words]
+        unk = self.unk_id
+        for start in range(0, len(words), chunk):
+            encoding = self.tokenizer.encode(words[start:start + chunk], is_pretokenized=True, add_special_tokens=False)
+            for token, word in zip(encoding.ids, encoding.word_ids):
+                if token != unk:
+                    out[start + word].append(token)
+        return out
+
     def ids(self, texts: list[str]) -> list[list[int]]:
         """Each text's token ids, as the tokenizer gives them (without special and unknown tokens)."""
         words = self.words
@@ -92,7 +104,7 @@ class WordCache:
                 self.chars, chars = 0, sum(map(len, new))
             self.chars += chars
             fresh = list(new)
-            words.update(zip(fresh, self._encode(fresh)))
+            words.update(zip(fresh, self._encode_words(fresh)))
         out = [[i for w in ws for i in words[w]] for ws in split]
         odd = [k for k, text in enumerate(texts) if _NOT_TOKENIZER_SPACE.search(text)]
         if odd:
