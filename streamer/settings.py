@@ -91,6 +91,10 @@ class Settings:
     # (predictors: they never learn); replica: every student worker learns every label itself
     learning: str = "learner"
     snapshot_interval: float = 1.0  # the learner publishes its student at most this often (seconds), when changed
+    # a learner with more labels than this waiting learns them catch_up_step a step (the embedding student) until it
+    # has caught up; 0: always
+    catch_up_labels: int = 2000
+    catch_up_step: int = 64
     trust_legacy_checkpoint: bool = False  # load a checkpoint written before checkpoints were authenticated, once
     # Triage
     policy: str = "online"
@@ -147,7 +151,9 @@ class Settings:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
         if self.broker is not None and not self.broker.startswith("kafka://"):
             raise ValueError(f"broker must look like kafka://host:port, got {self.broker!r}")
-        for name in ("student_batch_size", "teacher_batch_size", "teacher_max_length"):
+        if self.catch_up_labels < 0:
+            raise ValueError(f"catch_up_labels must not be negative, got {self.catch_up_labels}")
+        for name in ("student_batch_size", "teacher_batch_size", "teacher_max_length", "catch_up_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("broker_timeout", "checkpoint_interval", "teacher_timeout", "teacher_retry_timeout"):

@@ -98,3 +98,25 @@ def test_a_checkpoint_from_before_heads_took_several_labels_a_step_learns_each_a
     old.learn("dull boring film", "rotten")
     assert (old.model.head.seen, old.model.mlp.steps) == (seen + 1, steps + 1)
     assert old.predict("dull boring")[0] == "rotten"
+
+
+def test_a_learner_catching_up_takes_a_step_per_64_labels_and_goes_back_to_one(tmp_path):
+    """``learn_many(step=64)``: every label counted once, one network step per 64 (labels an earlier 8-a-step call
+    left waiting join the first), the same replay memory as one by one, and per-label learning after it."""
+    folder = tmp_path / "emb"
+    StaticEmbeddings.write_example(folder, ["[UNK]", "warm", "funny", "dull", "boring", "film"], dims=8)
+    pairs = [("warm funny film", "fresh"), ("dull boring film", "rotten"), ("funny warm", "fresh")] * 100
+    texts, labels = [t for t, _ in pairs], [y for _, y in pairs]
+    fast, slow = EmbeddingStudent(StaticEmbeddings.load(folder)), EmbeddingStudent(StaticEmbeddings.load(folder))
+    fast.learn_many(texts, labels, step=64)
+    slow.learn_many(texts, labels)
+    head, mlp = fast.model.head, fast.model.mlp
+    assert fast.version == head.seen == mlp.seen == 300 and mlp.steps == 5 and not head.waiting
+    assert np.array_equal(mlp.kept[:300], slow.model.mlp.kept[:300]) and np.allclose(head.mean, slow.model.head.mean)
+    assert [fast.predict(t)[0] for t in ("funny", "boring dull")] == ["fresh", "rotten"]
+    fast.learn("dull film", "rotten")  # caught up: a step per label again
+    assert (mlp.steps, head.seen) == (6, 301)
+    eights = EmbeddingStudent(StaticEmbeddings.load(folder), step_labels=8)
+    eights.learn_many(texts[:5], labels[:5])  # 5 labels wait in each head
+    eights.learn_many(texts[5:], labels[5:], step=64)
+    assert eights.model.head.seen == 300 and not eights.model.head.waiting and eights.model.mlp.steps == 5

@@ -118,3 +118,14 @@ def test_a_snapshot_delay_routes_with_the_learners_last_snapshot(base):
     # gets better than it was then
     frozen = evaluate.replay(EXAMPLES[:1500], GOLD[:1500], s, snapshot_events=10**9)
     assert frozen.accuracy_student_only <= delayed.accuracy_student_only
+
+
+def test_a_learner_always_catching_up_learns_64_labels_a_step(base):
+    """``STREAMER_CATCH_UP_LABELS=0``: the worst case of a learner behind its labels is replayed (64 labels a step);
+    it still learns, reproducibly, and differs from a learner keeping up."""
+    s = base.replace(policy="online", target=0.9, warmup_labels=100, catch_up_labels=0)
+    behind = evaluate.replay(EXAMPLES[:1500], GOLD[:1500], s, snapshot_events=250)
+    assert evaluate.replay(EXAMPLES[:1500], GOLD[:1500], s, snapshot_events=250).summary() == behind.summary()
+    keeping_up = evaluate.replay(EXAMPLES[:1500], GOLD[:1500], s.replace(catch_up_labels=2000), snapshot_events=250)
+    assert behind.summary() != keeping_up.summary()
+    assert behind.curve["teacher_call_share"][-1] < 1.0 and behind.accuracy_student_only > 0.6

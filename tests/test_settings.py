@@ -8,8 +8,10 @@ from streamer.settings import Settings
 
 def test_env_vars_are_read_and_typed():
     s = Settings.from_env({"STREAMER_BROKER": "kafka://k:1", "STREAMER_AUDIT_RATE": "0.1",
-                           "STREAMER_WARMUP_LABELS": "7", "STREAMER_DATA_DIR": "/x", "STREAMER_POLICY": "fixed"})
+                           "STREAMER_WARMUP_LABELS": "7", "STREAMER_DATA_DIR": "/x", "STREAMER_POLICY": "fixed",
+                           "STREAMER_CATCH_UP_LABELS": "0"})
     assert (s.broker, s.audit_rate, s.warmup_labels, s.data_dir, s.policy) == ("kafka://k:1", 0.1, 7, Path("/x"), "fixed")
+    assert (s.catch_up_labels, s.catch_up_step) == (0, 64)
     assert s.bootstrap_servers == "k:1"
 
 
@@ -24,7 +26,7 @@ def test_flags_override_and_none_is_ignored():
 
 
 @pytest.mark.parametrize("bad", [{"policy": "magic"}, {"threshold": 1.5}, {"broker": "localhost:9092"},
-                                 {"teacher_batch_size": 0}])
+                                 {"teacher_batch_size": 0}, {"catch_up_labels": -1}, {"catch_up_step": 0}])
 def test_invalid_settings_fail_clearly(bad):
     with pytest.raises(ValueError):
         Settings(**bad)

@@ -11,7 +11,9 @@ predictors do (``STREAMER_LEARNING=learner``): a learner triage learns each labe
 comes, its policy seeing the stream only through the labels' weights, and the events are
 routed by a copy of its last snapshot (the student, the threshold and the warm-up count of
 that moment), published as the learner's :class:`~streamer.triage.snapshot.SnapshotSchedule`
-says with a tick every ``S x R`` events.
+says with a tick every ``S x R`` events. The learner is taken to keep up (one label a step); with
+``STREAMER_CATCH_UP_LABELS=0`` it is taken to be always catching up, the worst case of a learner behind its
+labels: it learns them ``catch_up_step`` at a time, one optimiser step each (those left at a tick, before it).
 """
 
 from __future__ import annotations
@@ -168,6 +170,8 @@ def _replay(examples: list[Example], labels: list[str], settings: Settings, *, w
     curve: dict[str, list[float]] = {"events": [], "teacher_call_share": [], "agreement": [], "threshold": []}
     answers: list[str] = []
     student_answers: list[str] = []
+    catching_up = bool(snapshot_events) and settings.catch_up_labels == 0
+    waiting: list[Feedback] = []  # a learner catching up: labels until a step's worth (or the tick) has come
     for i, (ex, teacher_label) in enumerate(zip(examples, labels)):
         route = router.route(ex.text)
         if route.escalate:
@@ -175,9 +179,15 @@ def _replay(examples: list[Example], labels: list[str], settings: Settings, *, w
             calls += 1
             audits += route.reason == "audit"
             feedback = Feedback(ex.text, teacher_label, route.label, route.confidence, route.weight, route.reason)
-            triage.learn_many([feedback], record_routes=bool(snapshot_events))
+            if catching_up:
+                waiting.append(feedback)
+            else:
+                triage.learn_many([feedback], record_routes=bool(snapshot_events))
         else:
             answer = route.label
+        if waiting and (len(waiting) >= settings.catch_up_step or (i + 1) % snapshot_events == 0 or i + 1 == n):
+            triage.learn_many(waiting, record_routes=True, step=settings.catch_up_step)
+            waiting = []
         version = triage.student.version
         if snapshot_events and (schedule.early(version) or ((i + 1) % snapshot_events == 0 and schedule.due(version))):
             router = snapshot_of(triage, settings.seed, i + 1)

@@ -128,6 +128,15 @@ class EmbeddingSoftmax:
             self.waiting = []
             self._step(vectors, ys)
 
+    def learn_steps(self, vectors: np.ndarray, ys: np.ndarray, step: int) -> None:
+        """Learn a batch ``step`` labels at a time (after any kept ones), whatever :attr:`step_labels` says."""
+        if self.waiting:
+            vectors = np.vstack([np.array([v for v, _ in self.waiting]), vectors])
+            ys = np.concatenate((np.array([y for _, y in self.waiting]), ys))
+            self.waiting = []
+        for start in range(0, len(ys), step):
+            self._step(vectors[start:start + step], ys[start:start + step])
+
     def _step(self, vectors: np.ndarray, ys: np.ndarray) -> None:
         """SGD on a batch: the statistics take it first, every gradient is taken at the weights before it."""
         self.observe(vectors)
@@ -203,20 +212,34 @@ class EmbeddingMLP:
     def learn(self, vector: np.ndarray, y: int) -> None:
         """Keep the label; once ``step_labels`` are kept since the last step, one Adam step on them and
         ``replay`` kept ones (so labels learned one by one or in a batch give the same network)."""
+        self._keep(vector[None, :], np.array([y]))
+        if self.pending >= self.step_labels:
+            self._step_on_pending()
+
+    def learn_steps(self, vectors: np.ndarray, ys: np.ndarray, step: int) -> None:
+        """Learn a batch with one Adam step per ``step`` labels (any kept since the last step join the first),
+        whatever :attr:`step_labels` says."""
+        for start in range(0, len(ys), step):
+            self._keep(vectors[start:start + step], ys[start:start + step])
+            self._step_on_pending()
+
+    def _keep(self, vectors: np.ndarray, ys: np.ndarray) -> None:
+        """Keep labelled embeddings in the replay memory (a ring of ``memory`` rows, grown by doubling)."""
         if self.owns_scaler:
-            self.scaler.observe(vector)
-        slot = self.seen % self.memory
-        if slot >= len(self.kept):
-            grown = min(self.memory, max(64, 2 * len(self.kept)))
+            self.scaler.observe(vectors if len(vectors) > 1 else vectors[0])
+        slots = np.arange(self.seen, self.seen + len(ys)) % self.memory
+        if slots.max() >= len(self.kept):
+            grown = min(self.memory, max(64, 2 * len(self.kept), int(slots.max()) + 1))
             self.kept = np.resize(self.kept, (grown, self.kept.shape[1]))
             self.kept_labels = np.resize(self.kept_labels, grown)
-        self.kept[slot], self.kept_labels[slot] = vector, y
-        self.seen += 1
-        self.pending += 1
-        if self.pending >= self.step_labels:
-            fresh = (np.arange(self.seen - self.pending, self.seen) % self.memory)
-            self.pending = 0
-            self._step(np.concatenate((fresh, self.rng.integers(0, min(self.seen, self.memory), self.replay))))
+        self.kept[slots], self.kept_labels[slots] = vectors, ys
+        self.seen += len(ys)
+        self.pending += len(ys)
+
+    def _step_on_pending(self) -> None:
+        fresh = (np.arange(self.seen - self.pending, self.seen) % self.memory)
+        self.pending = 0
+        self._step(np.concatenate((fresh, self.rng.integers(0, min(self.seen, self.memory), self.replay))))
 
     def _step(self, rows: np.ndarray) -> None:
         """One Adam step on the mean loss of the kept rows ``rows``."""
@@ -387,12 +410,28 @@ class EmbeddingNaiveBayes(base.Classifier):
             self.mlp.learn(vector, index)
         self.nb.learn(tokens, index)
 
-    def learn_many(self, X: list[dict], ys: list[Any]) -> None:
+    def learn_many(self, X: list[dict], ys: list[Any], step: int = 1) -> None:
         """:meth:`learn_one` for a batch, with the same result: texts are tokenised, embedded and counted for the
-        whole batch at once; the embedding heads still take their labels in order."""
+        whole batch at once; the embedding heads still take their labels in order. With ``step`` > 1 the embedding
+        heads take ``step`` labels a step instead (a learner catching up on a backlog), the batch's new classes
+        first."""
         tokens = self.embeddings.token_ids([x["text"] for x in X])
+        vectors = self.embeddings.mean_vectors(tokens).astype(np.float64)
+        if step > 1:
+            for y in dict.fromkeys(ys):
+                if y not in self.classes:
+                    self.classes.append(y)
+                    for part in self._parts():
+                        part.add_class()
+            index_of = {c: i for i, c in enumerate(self.classes)}
+            labels = np.fromiter((index_of[y] for y in ys), dtype=np.int64, count=len(ys))
+            self.head.learn_steps(vectors, labels, step)
+            if self.mlp is not None:
+                self.mlp.learn_steps(vectors, labels, step)
+            self.nb.learn_many(tokens, labels)
+            return
         indices = []
-        for vector, y in zip(self.embeddings.mean_vectors(tokens).astype(np.float64), ys):
+        for vector, y in zip(vectors, ys):
             if y not in self.classes:  # where a label brings it, as learn_one would (a new class resets Adam)
                 self.classes.append(y)
                 for part in self._parts():
@@ -449,5 +488,5 @@ class EmbeddingStudent(BaseStudent):
     def learn_one(self, text: str, label: str) -> None:
         self.model.learn_one({"text": text}, label)
 
-    def learn_batch(self, texts: list[str], labels: list[str]) -> None:
-        self.model.learn_many([{"text": text} for text in texts], labels)
+    def learn_batch(self, texts: list[str], labels: list[str], step: int = 1) -> None:
+        self.model.learn_many([{"text": text} for text in texts], labels, step=step)

@@ -43,9 +43,10 @@ class Student(Protocol):
     def learn(self, text: str, label: str) -> None:
         """Learn one label; ``version`` grows by one."""
 
-    def learn_many(self, texts: list[str], labels: list[str]) -> None:
+    def learn_many(self, texts: list[str], labels: list[str], *, step: int = 1) -> None:
         """Learn labels in order, as many :meth:`learn` calls would (the same student after them); ``version``
-        grows by their number."""
+        grows by their number. ``step`` > 1: a student that learns by optimiser steps may take that many labels
+        a step (a learner catching up on a backlog); others learn as ever."""
 
     def check_label(self, text: str, label: str) -> None:
         """Raise ``ValueError`` when this student cannot learn ``label`` for ``text``."""
@@ -115,14 +116,15 @@ class BaseStudent:
         """Raise ``ValueError`` when this student cannot learn ``label`` for ``text`` (checked before a batch is
         learned, so a batch is learned whole or not at all); any label will do here."""
 
-    def learn_batch(self, texts: list[str], labels: list[str]) -> None:
+    def learn_batch(self, texts: list[str], labels: list[str], step: int = 1) -> None:
         """Learn labels in order into the model (one :meth:`learn_one` each here; students that can do it for the
-        whole batch at once override this, with the same result)."""
+        whole batch at once override this, with the same result; ``step``: see :meth:`learn_many`)."""
         for text, label in zip(texts, labels, strict=True):
             self.learn_one(text, label)
 
-    def learn_many(self, texts: list[str], labels: list[str]) -> None:
-        """:meth:`learn` for a batch: the same student as one :meth:`learn` per label, in order.
+    def learn_many(self, texts: list[str], labels: list[str], *, step: int = 1) -> None:
+        """:meth:`learn` for a batch: the same student as one :meth:`learn` per label, in order (``step`` > 1: the
+        embedding student's heads take that many labels a step; see :class:`Student`).
 
         >>> from streamer.models.naive_bayes import NaiveBayesStudent
         >>> one, many = NaiveBayesStudent("nb"), NaiveBayesStudent("nb")
@@ -132,7 +134,7 @@ class BaseStudent:
         >>> many.version, many.predict("fine") == one.predict("fine")
         (2, True)
         """
-        self.learn_batch(texts, labels)
+        self.learn_batch(texts, labels, step)
         self.version += len(texts)
 
     def warm_start(self, texts: list[str], labels: list[str]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from typing import Protocol
 
 import numpy as np
@@ -51,6 +52,9 @@ class ThresholdPolicy(Protocol):
     def observe(self, confidence: float, agree: bool, weight: float, reason: str) -> None:
         """One teacher label: the student's confidence at routing time and whether it agreed."""
 
+    def observe_many(self, observations: Iterable[tuple[float, bool, float, str]]) -> None:
+        """:meth:`observe` for a batch of labels, in order (a policy may refit once, at its end)."""
+
 
 class BasePolicy:
     """The shared plumbing: a current threshold, no audit, nothing learned by default."""
@@ -71,6 +75,10 @@ class BasePolicy:
 
     def observe(self, confidence: float, agree: bool, weight: float, reason: str) -> None:
         return None
+
+    def observe_many(self, observations: Iterable[tuple[float, bool, float, str]]) -> None:
+        for confidence, agree, weight, reason in observations:
+            self.observe(confidence, agree, weight, reason)
 
 
 class FixedPolicy(BasePolicy):
@@ -176,10 +184,15 @@ class OnlinePolicy(BasePolicy):
         self.confidences.append(confidence)
 
     def observe(self, confidence: float, agree: bool, weight: float, reason: str) -> None:
-        if reason in UNINFORMATIVE_REASONS:
-            return
-        self.labelled.append((confidence, agree, weight))
-        self._since_update += 1
+        self.observe_many(((confidence, agree, weight, reason),))
+
+    def observe_many(self, observations: Iterable[tuple[float, bool, float, str]]) -> None:
+        """The labels kept; the threshold refitted once ``update_every`` labels have come since the last fit (for a
+        batch, once at its end: a learner's batch of 256 refits once instead of five times, on the same window)."""
+        for confidence, agree, weight, reason in observations:
+            if reason not in UNINFORMATIVE_REASONS:
+                self.labelled.append((confidence, agree, weight))
+                self._since_update += 1
         if self._since_update >= self.update_every:
             self._since_update = 0
             self._threshold, self._estimate = self.pick_threshold()

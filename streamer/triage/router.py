@@ -91,21 +91,23 @@ class Triage:
         self.student.learn(text, label)
         self.policy.observe(student_confidence, student_label == label, weight, reason)
 
-    def learn_many(self, labels: list["Feedback"], *, record_routes: bool = False) -> None:
+    def learn_many(self, labels: list["Feedback"], *, record_routes: bool = False, step: int = 1) -> None:
         """:meth:`learn` for a batch of teacher labels, in order (the student learns them in one call).
 
         ``record_routes``: the policy is also told each label's routed confidence, ``weight`` times (rounded at
         random), as :meth:`route` tells it of every event. A learner routes nothing, yet its policy needs the
         confidences of the whole stream: every event below the threshold is escalated (weight 1) and each audit
         stands for 1/audit rate events above it, so the labels estimate that distribution without bias.
+        ``step``: labels a step for a student that learns by steps (a learner catching up on a backlog).
         """
-        self.student.learn_many([f.text for f in labels], [f.label for f in labels])
-        for f in labels:
-            if record_routes and f.reason not in UNINFORMATIVE_REASONS:
-                copies = int(f.weight)
-                for _ in range(copies + (self._rng.random() < f.weight - copies)):
-                    self.policy.record(f.student_confidence)
-            self.policy.observe(f.student_confidence, f.student_label == f.label, f.weight, f.reason)
+        self.student.learn_many([f.text for f in labels], [f.label for f in labels], step=step)
+        if record_routes:
+            for f in labels:
+                if f.reason not in UNINFORMATIVE_REASONS:
+                    copies = int(f.weight)
+                    for _ in range(copies + (self._rng.random() < f.weight - copies)):
+                        self.policy.record(f.student_confidence)
+        self.policy.observe_many((f.student_confidence, f.student_label == f.label, f.weight, f.reason) for f in labels)
 
     def reseed(self, seed: int | None = None) -> None:
         """A new audit draw (``None``: from the system's randomness): predictors loading the same snapshot must

@@ -69,6 +69,7 @@ class GroupWorker(ABC):
         self.clients = KafkaClients(settings)
         self.names = settings.topics
         self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
         self._processed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         #: partitions revoked while their answered offsets could not be committed: claimed back at the next join
@@ -238,8 +239,8 @@ class GroupWorker(ABC):
                  ", idempotent" if self.clients.profile.idempotence else "")
         producer = self.producer = self.clients.producer()
         group = self.names.group(self.role)
-        consumer = self.clients.consumer(group, max_poll_records=self.max_records,
-                                         partition_assignment_strategy=self.assignors())
+        consumer = self.consumer = self.clients.consumer(group, max_poll_records=self.max_records,
+                                                         partition_assignment_strategy=self.assignors())
 
         async def send(topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
             self._acks.append(await producer.send(self.names[topic], value, key=key, headers=list(headers) or None))

@@ -9,7 +9,9 @@ threshold policy the stream's confidences through the labels' weights
 (:meth:`~streamer.triage.router.Triage.learn_many`), and publishes the student on ``snapshots``
 (:mod:`streamer.triage.snapshot`: compressed, authenticated, chunked) at most every ``snapshot_interval``
 seconds, as :class:`~streamer.triage.snapshot.SnapshotSchedule` says: every tick while the student is young,
-once it has 1 % more labels later on, and at once when it leaves warm-up. It checkpoints like a student worker (its own file,
+once it has 1 % more labels later on, and at once when it leaves warm-up. While more than ``catch_up_labels``
+labels wait (a burst, a restart, a log replayed from the start) it catches up: the embedding student takes
+``catch_up_step`` labels an optimiser step instead of one, about 13x the labels a second. It checkpoints like a student worker (its own file,
 ``learner-<host>.ckpt``), so a restart replays only the labels after the checkpoint.
 """
 
@@ -55,6 +57,7 @@ class LearnerWorker(GroupWorker):
         self.holding = False
         self.schedule = SnapshotSchedule(settings.warmup_labels)  # the first snapshot goes out at the first tick
         self.published_bytes = 0
+        self.catching_up = False
 
     def topics(self) -> list[str]:
         return [self.names[LABELS]]
@@ -78,12 +81,31 @@ class LearnerWorker(GroupWorker):
         else:
             log.info("standing by: another learner holds %s", self.names[LABELS])
 
+    def waiting(self, batches: Batches) -> int:
+        """Labels from this batch's first to the end of its partitions, as far as the last fetch saw."""
+        consumer = self.consumer
+        ends = {tp: consumer.highwater(tp) if consumer is not None else None for tp in batches}
+        return sum(max(ends[tp] or 0, m[-1].offset + 1) - m[0].offset for tp, m in batches.items())
+
+    def learning_step(self, batches: Batches) -> int:
+        """Labels an optimiser step: :attr:`catch_up_step` while more than ``catch_up_labels`` wait, else 1."""
+        settings = self.settings
+        waiting = self.waiting(batches)
+        catching_up = waiting > settings.catch_up_labels
+        if catching_up != self.catching_up:
+            self.catching_up = catching_up
+            log.info("%s: %d labels waiting (catch-up above %d, %d labels a step)",
+                     "catching up" if catching_up else "caught up", waiting, settings.catch_up_labels,
+                     settings.catch_up_step if catching_up else 1)
+        return settings.catch_up_step if catching_up else 1
+
     async def handle(self, batches: Batches, send: Send) -> None:
         offsets = self.logic.state.label_offsets
+        step = self.learning_step(batches)
         for tp, messages in batches.items():
             for start in range(0, len(messages), LEARNING_BATCH):
                 chunk = messages[start:start + LEARNING_BATCH]
-                self.logic.learn_labels_safely([m.value for m in chunk], tp.partition, chunk[0].offset)
+                self.logic.learn_labels_safely([m.value for m in chunk], tp.partition, chunk[0].offset, step=step)
                 offsets[tp.partition] = chunk[-1].offset + 1
                 await asyncio.sleep(0)
             self.processed(tp, messages[-1].offset)

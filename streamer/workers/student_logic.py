@@ -300,14 +300,15 @@ class StudentLogic:
         """Learn one ``labels`` record; ``False`` when it is not learned (see :meth:`learn_labels`)."""
         return self.learn_labels([value]) == 1
 
-    def learn_labels(self, values: Sequence[bytes | None]) -> int:
+    def learn_labels(self, values: Sequence[bytes | None], *, step: int = 1) -> int:
         """Learn ``labels`` records in order, the student taking the batch in one call; how many were learned.
 
         Not learned: a malformed label, or one without a valid signature while a label key is set (the teacher
         group reports those on ``dead-letter``: every student reads every label), a label whose event was learned
         already (the teacher published it again after a crash), or one the student cannot take (NER: tags and
         tokens differ in number, checked before the batch is learned). A label's weight is bounded to what the policy
-        produces (1 to 1/audit rate).
+        produces (1 to 1/audit rate). ``step``: labels a step for a student that learns by steps (the learner
+        catching up on a backlog).
         """
         feedback: list[Feedback] = []
         ids: list[str] = []
@@ -332,18 +333,19 @@ class StudentLogic:
                                      record["student_confidence"], min(max(record["weight"], 1.0), self._max_weight),
                                      record["reason"]))
         if feedback:
-            self.triage.learn_many(feedback, record_routes=self.learner)
+            self.triage.learn_many(feedback, record_routes=self.learner, step=step)
             for label_id in ids:  # remembered once learned: a batch that failed can be learned again label by label
                 self.state.learned_ids.add(label_id)
             self.metrics.labels_learned.inc(len(feedback))
         return len(feedback)
 
-    def learn_labels_safely(self, values: Sequence[bytes | None], partition: int, first_offset: int) -> int:
+    def learn_labels_safely(self, values: Sequence[bytes | None], partition: int, first_offset: int, *,
+                            step: int = 1) -> int:
         """:meth:`learn_labels`, and an unexpected failure counted and logged instead of raised (then each label
         of the batch is tried alone, so only the one that fails is lost): no label, however malformed, stops the
         worker (the teacher group reports bad labels on ``dead-letter``)."""
         try:
-            return self.learn_labels(values)
+            return self.learn_labels(values, step=step)
         except Exception:  # noqa: BLE001 - one label must not stop every student, again on every restart
             if len(values) > 1:
                 return sum(self.learn_labels_safely([v], partition, first_offset + i) for i, v in enumerate(values))
