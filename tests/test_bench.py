@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from streamer.commands.bench import bench_student_path, bench_teacher, format_bench
+from streamer.commands.bench_learning import bench_learning
 from streamer.datasets import load_examples
 from streamer.settings import Settings
 
@@ -38,3 +41,17 @@ def test_the_report_prints_every_figure():
     text = format_bench(result)
     for fragment in ("10.0 events/s", "batch 128: 150.0 seq/s", "3.0x", "2.0x", "-0.5 points", "teacher-only"):
         assert fragment in text
+
+
+def test_the_learning_bench_catches_up_on_a_log_and_serves_a_fresh_predictor(tmp_path, quick_teacher):
+    """``bench_learning`` on the real embedded broker, small: the learner finds 3,000 labels waiting, catches up
+    (64 a step), goes back to a step per label, and a fresh predictor serves what it learned and routes every event."""
+    examples = load_examples("rotten_tomatoes", split="stream", limit=2500)
+    result = bench_learning(Settings(data_dir=tmp_path, teacher_model=quick_teacher), examples, tmp_path,
+                            labels=3000, events=2000, label_rate=200.0)
+    assert result["learner_learned"] == 3000 and result["learner_labels_per_s"] > 0
+    assert result["fresh_predictor"]["snapshot_version"] >= 3000
+    assert result["predictor"]["predictions"] == 2000
+    learner_log = (tmp_path / "learner.log").read_text()
+    waiting = [int(n) for n in re.findall(r"catching up: (\d+) labels waiting", learner_log)]
+    assert waiting and waiting[0] > 2000 and "caught up:" in learner_log, learner_log[-2000:]
