@@ -482,6 +482,9 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     if every:
         print(f"events routed by the learner's last snapshot, one every {every} events (every "
               f"{args.snapshot_interval:g} s at {args.rate:g} events/s) and one as it leaves warm-up")
+        if settings.catch_up_labels == 0:
+            print(f"the learner always catching up (STREAMER_CATCH_UP_LABELS=0): {settings.catch_up_step} labels an "
+                  "optimiser step")
     results = []
     for kind in task.evaluation_students(settings.student):
         chosen = settings.replace(student=kind, teacher_model=teacher_model, warm_start=warm > 0)
