@@ -11,8 +11,9 @@ threshold policy the stream's confidences through the labels' weights
 seconds, as :class:`~streamer.triage.snapshot.SnapshotSchedule` says: every tick while the student is young,
 once it has 1 % more labels later on, and at once when it leaves warm-up. While more than ``catch_up_labels``
 labels wait (a burst, a restart, a log replayed from the start) it catches up: the embedding student takes
-``catch_up_step`` labels an optimiser step instead of one (about 7,000 labels/s against 1,000-1,500 here). It checkpoints like a student worker (its own file,
-``learner-<host>.ckpt``), so a restart replays only the labels after the checkpoint.
+``catch_up_step`` labels an optimiser step instead of one (about 7,000 labels/s against 1,000-1,500 here).
+It checkpoints like a student worker (its own file, ``learner-<host>.ckpt``), so a restart replays only the
+labels after the checkpoint.
 """
 
 from __future__ import annotations
