@@ -1,7 +1,7 @@
 """The workers' own bookkeeping, in process: a student change relearns every label, an event near the size limit
 is answered by the teacher, one whose records would outgrow the limit is dead-lettered, the lag gauge counts from
-the committed offset and forgets revoked partitions, a duplicate escalation is answered once, and the resume
-assignor gives claimed partitions back."""
+the committed offset and forgets revoked partitions, a duplicate escalation is answered once, the resume
+assignor gives claimed partitions back, and a learner counts the labels waiting on all its partitions."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from streamer.observability.metrics import WorkerMetrics
 from streamer.records import Catalogue
 from streamer.settings import Settings
 from streamer.workers.group_worker import GroupWorker, _Rebalance
+from streamer.workers.learner_worker import LearnerWorker
 from streamer.workers.runtime import WorkerRuntime
 from streamer.workers.student_logic import StudentLogic
 from streamer.workers.teacher_logic import Incoming, TeacherLogic
@@ -176,3 +177,25 @@ def test_the_resume_assignor_gives_claimed_partitions_back_and_spreads_the_rest(
     assert 5 in out["b"] and 4 in out["b"]  # the furthest claim wins
     assert sorted(p for ps in out.values() for p in ps) == list(range(6))
     assert sorted(len(ps) for ps in out.values()) == [1, 1, 2, 2]
+
+
+def test_a_learner_counts_the_labels_waiting_on_every_partition_it_holds(tmp_path):
+    """A fetch brings one partition's records at a time: the learner keeps catching up while another partition is
+    still far behind, and returns to a step per label once every partition is near its end."""
+    settings = Settings(data_dir=tmp_path, student="nb", warm_start=False, catch_up_labels=2000, catch_up_step=64)
+    learner = LearnerWorker(StudentLogic(settings, Catalogue.load(), learner=True))
+    parts = [TopicPartition("labels", p) for p in range(4)]
+    learner.consumer = FakeConsumer({tp: 25_000 for tp in parts}, {})
+    learner._assigned = set(parts)
+    tail = [Offset(offset) for offset in range(23_500, 25_000)]  # partition 0's last 1,500 labels
+
+    assert learner.waiting({parts[0]: tail}) == 1_500 + 3 * 25_000  # nothing learned from the others yet
+    assert learner.learning_step({parts[0]: tail}) == 64
+    learner.logic.state.label_offsets.update({1: 24_900, 2: 24_950, 3: 25_000})
+    assert learner.waiting({parts[0]: tail}) == 1_500 + 100 + 50
+    assert learner.learning_step({parts[0]: tail}) == 1
+
+
+class Offset:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset

@@ -83,10 +83,20 @@ class LearnerWorker(GroupWorker):
             log.info("standing by: another learner holds %s", self.names[LABELS])
 
     def waiting(self, batches: Batches) -> int:
-        """Labels from this batch's first to the end of its partitions, as far as the last fetch saw."""
-        consumer = self.consumer
-        ends = {tp: consumer.highwater(tp) if consumer is not None else None for tp in batches}
-        return sum(max(ends[tp] or 0, m[-1].offset + 1) - m[0].offset for tp, m in batches.items())
+        """Labels not yet learned on every partition this learner holds, as far as the last fetch saw: from this
+        batch's first offset on its partitions, from the next offset to learn on the others (a fetch brings one
+        partition's records at a time, so the batch alone would say "caught up" with other partitions behind). A
+        partition none of whose labels are learned yet counts from offset 0."""
+        consumer, learned = self.consumer, self.logic.state.label_offsets
+        total = 0
+        for tp in self._assigned | set(batches):
+            end = (consumer.highwater(tp) if consumer is not None else None) or 0
+            messages = batches.get(tp)
+            if messages:
+                total += max(end, messages[-1].offset + 1) - messages[0].offset
+            else:
+                total += max(end - learned.get(tp.partition, 0), 0)
+        return total
 
     def learning_step(self, batches: Batches) -> int:
         """Labels an optimiser step: :attr:`catch_up_step` while more than ``catch_up_labels`` wait, else 1."""
