@@ -144,13 +144,14 @@ class WordCache:
         flat = self.flat[np.repeat(self.starts[row] - ends + counts, counts) + np.arange(total)]
         text_of_word = np.repeat(np.arange(len(texts)), np.fromiter(map(len, split), dtype=np.int64, count=len(texts)))
         lengths = np.bincount(text_of_word, weights=counts, minlength=len(texts)).astype(np.int64)
-        if _NOT_TOKENIZER_SPACE.search("".join(texts)):
+        if _NOT_TOKENIZER_SPACE.search("".join(texts)):  # rare texts, tokenised whole and spliced in
             odd = [k for k, text in enumerate(texts) if _NOT_TOKENIZER_SPACE.search(text)]
-            ids = np.split(flat, np.cumsum(lengths)[:-1])
+            bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
+            pieces, after = [], 0
             for k, whole in zip(odd, self._encode([texts[k] for k in odd])):
-                ids[k] = np.array(whole, dtype=np.int64)
-            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-            flat = np.concatenate(ids) if ids else flat
+                pieces += [flat[bounds[after]:bounds[k]], np.array(whole, dtype=np.int64)]
+                lengths[k], after = len(whole), k + 1
+            flat = np.concatenate(pieces + [flat[bounds[after]:]])
         return flat, lengths
 
     def ids(self, texts: list[str]) -> list[list[int]]:
