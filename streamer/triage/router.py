@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from streamer.models.student import Student
 from streamer.tasks import get_task
@@ -115,9 +115,9 @@ class Triage:
         self._rng = random.Random(seed)
 
 
-@dataclass(frozen=True, slots=True)
-class Feedback:
-    """One teacher label as the triage learns it: the text, the label, and how the student had routed it."""
+class Feedback(NamedTuple):
+    """One teacher label as the triage learns it: the text, the label, and how the student had routed it (a
+    named tuple: a learner makes one per label, about 3x faster than a frozen dataclass)."""
 
     text: str
     label: str
