@@ -127,7 +127,11 @@ class WordCache:
     def tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Every text's token ids end to end, and how many each text has (as the tokenizer gives them, without
         special and unknown tokens)."""
+        odd = ([k for k, text in enumerate(texts) if _NOT_TOKENIZER_SPACE.search(text)]
+               if _NOT_TOKENIZER_SPACE.search("".join(texts)) else [])  # rare: tokenised whole, spliced in below
         split = [text.split() for text in texts]
+        for k in odd:
+            split[k] = []
         words = list(chain.from_iterable(split))
         rows = list(map(self.rows.get, words))
         if None in rows:
@@ -144,8 +148,7 @@ class WordCache:
         flat = self.flat[np.repeat(self.starts[row] - ends + counts, counts) + np.arange(total)]
         text_of_word = np.repeat(np.arange(len(texts)), np.fromiter(map(len, split), dtype=np.int64, count=len(texts)))
         lengths = np.bincount(text_of_word, weights=counts, minlength=len(texts)).astype(np.int64)
-        if _NOT_TOKENIZER_SPACE.search("".join(texts)):  # rare texts, tokenised whole and spliced in
-            odd = [k for k, text in enumerate(texts) if _NOT_TOKENIZER_SPACE.search(text)]
+        if odd:
             bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
             pieces, after = [], 0
             for k, whole in zip(odd, self._encode([texts[k] for k in odd])):
