@@ -123,17 +123,19 @@ class EmbeddingSoftmax:
             return
         self.waiting.append((vector, y))
         if len(self.waiting) >= self.step_labels:
-            vectors = np.array([v for v, _ in self.waiting])
-            ys = np.array([y for _, y in self.waiting])
-            self.waiting = []
-            self._step(vectors, ys)
+            self._step(*self._take_waiting())
+
+    def _take_waiting(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept labels' embeddings and classes, no longer kept."""
+        vectors, ys = np.array([v for v, _ in self.waiting]), np.array([y for _, y in self.waiting])
+        self.waiting = []
+        return vectors, ys
 
     def learn_steps(self, vectors: np.ndarray, ys: np.ndarray, step: int) -> None:
         """Learn a batch ``step`` labels at a time (after any kept ones), whatever :attr:`step_labels` says."""
         if self.waiting:
-            vectors = np.vstack([np.array([v for v, _ in self.waiting]), vectors])
-            ys = np.concatenate((np.array([y for _, y in self.waiting]), ys))
-            self.waiting = []
+            kept, kept_ys = self._take_waiting()
+            vectors, ys = np.vstack([kept, vectors]), np.concatenate((kept_ys, ys))
         for start in range(0, len(ys), step):
             self._step(vectors[start:start + step], ys[start:start + step])
 
