@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from pathlib import Path
 
 import orjson
 
@@ -38,3 +40,14 @@ def answers_by_id(settings: Settings, ids: set[str], timeout: float) -> dict[str
         if ids <= set(answers) or time.monotonic() > deadline:
             return answers
         time.sleep(2)
+
+
+def wait_for(path: Path, pattern: re.Pattern, timeout: float = 60.0, after: int = 0) -> re.Match:
+    """The last match of ``pattern`` in the log at ``path`` past its first ``after`` characters, waited for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(pattern.finditer(path.read_text()[after:])) if path.exists() else []
+        if found:
+            return found[-1]
+        time.sleep(0.5)
+    raise AssertionError(f"{pattern.pattern!r} not in {path} within {timeout:.0f} s")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import runpy
 import time
 import urllib.request
@@ -28,6 +29,7 @@ from streamer.datasets import load_examples
 from streamer.kafka import free_port
 from streamer.kafka.topic_io import produce
 from outage_kit import DurableBroker, TcpProxy
+from stream_kit import wait_for
 from streamer.records import DEAD_LETTER, ESCALATIONS, EVENTS, LABELS, PREDICTIONS, ensure_topics
 from streamer.settings import Settings
 from streamer.workers.supervisor import WorkerProcesses
@@ -104,14 +106,6 @@ def wait_for_rebalance(run_dir: Path, before: dict[str, int], timeout: float = 6
     """Wait until each worker of ``before`` (its count of assignments then) has been given partitions again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(assignments(run_dir, o) <= n for o, n in before.items()):
-        time.sleep(0.5)
-
-
-def wait_for_log(path: Path, text: str, timeout: float) -> None:
-    """Wait until the log at ``path`` says ``text``."""
-    deadline = time.monotonic() + timeout
-    while not (path.is_file() and text in path.read_text()):
-        assert time.monotonic() < deadline, f"{text!r} not in {path} within {timeout:.0f} s"
         time.sleep(0.5)
 
 
@@ -199,7 +193,7 @@ def test_chaos(tmp_path, quick_teacher, durable_settings, topic_records):
         # start of the labels: it has no checkpoint of its own learning), and all come back. Then the broker is
         # SIGKILLed and restarted mid-stream, with its data.
         workers.kill("learner-1")
-        wait_for_log(tmp_path / "learner-2.log", "learning 4 partitions", timeout=180)
+        wait_for(tmp_path / "learner-2.log", re.compile("learning 4 partitions"), timeout=180)
         workers.start("learner", name="learner-1")
         workers.kill("student-1")
         workers.start("student", name="student-1")

@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from stream_kit import answers_by_id, events, feed, read_all
+from stream_kit import answers_by_id, events, feed, read_all, wait_for
 from streamer.records import EVENTS, LABELS, ensure_topics
 from streamer.workers.supervisor import WorkerProcesses
 
@@ -25,17 +25,6 @@ pytestmark = pytest.mark.integration
 
 SERVING = re.compile(r"serving student snapshot (\d+) .*read in ([\d.]+) s, loaded in ([\d.]+) s")
 RESUMED = re.compile(r"learning 4 partitions of \S+ from offsets \{([^}]*)\} \((\d+) labels learned\)")
-
-
-def wait_for(path, pattern: re.Pattern, timeout: float = 60.0, after: int = 0) -> re.Match:
-    """The last match of ``pattern`` in the log at ``path`` past its first ``after`` characters, waited for."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = list(pattern.finditer(path.read_text()[after:])) if path.exists() else []
-        if found:
-            return found[-1]
-        time.sleep(0.5)
-    raise AssertionError(f"{pattern.pattern!r} not in {path} within {timeout:.0f} s")
 
 
 def test_a_learner_feeds_predictors_and_hands_over_without_losing_an_event(tmp_path, settings):
