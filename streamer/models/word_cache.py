@@ -68,8 +68,8 @@ class WordCache:
     Build it with :func:`word_cache_for`.
 
     The words' ids lie end to end in one array; a word is a row (where its ids start, how many). A batch is then
-    one dictionary lookup per word, in C (``map``), and a gather in numpy: about 4x less Python work per word
-    than building each text's list of ids.
+    one dictionary lookup per word, in C (``map``), and a gather in numpy: about 1.6x faster than building each
+    text's list of ids in Python (measured together on 30,000 tweets, warm and cold).
     """
 
     def __init__(self, tokenizer: Any, unk_id: int = -1, max_words: int = 200_000, max_chars: int = 4_000_000) -> None:
