@@ -1,5 +1,5 @@
 """The embedding student's halves: the network half learns what the linear half cannot, and a checkpoint
-written before the network half existed still loads and predicts as it did."""
+written before the network half existed (or before it was float32) still loads and predicts as it did."""
 
 from __future__ import annotations
 
@@ -98,6 +98,30 @@ def test_a_checkpoint_from_before_heads_took_several_labels_a_step_learns_each_a
     old.learn("dull boring film", "rotten")
     assert (old.model.head.seen, old.model.mlp.steps) == (seen + 1, steps + 1)
     assert old.predict("dull boring")[0] == "rotten"
+
+
+def test_a_network_pickled_in_float64_goes_on_learning_and_predicting_in_float64(tmp_path):
+    """Networks are float32 now; one pickled before (float64 weights and moments, no ``dtype``) loads, learns
+    and predicts in float64, and predicts what it did before the pickle."""
+    folder = tmp_path / "emb"
+    StaticEmbeddings.write_example(folder, ["[UNK]", "warm", "funny", "dull", "boring", "film"], dims=8)
+    student = EmbeddingStudent(StaticEmbeddings.load(folder))
+    for text, label in [("warm funny film", "fresh"), ("dull boring film", "rotten")] * 10:
+        student.learn(text, label)
+    mlp = student.model.mlp
+    assert mlp.w1.dtype == np.float32 and mlp.moments[0][0].dtype == np.float32
+    del mlp.__dict__["dtype"]  # what an old pickle lacks
+    for name in ("w1", "b1", "w2", "b2"):
+        setattr(mlp, name, getattr(mlp, name).astype(np.float64))
+    mlp.moments = [(m.astype(np.float64), v.astype(np.float64)) for m, v in mlp.moments]
+    before = student.model.probability_rows(["funny warm", "boring dull"])
+    old = pickle.loads(pickle.dumps(student))
+    assert np.array_equal(old.model.probability_rows(["funny warm", "boring dull"]), before)
+    for text, label in [("warm funny film", "fresh"), ("dull boring film", "rotten")] * 5:
+        old.learn(text, label)
+    assert {a.dtype for a in (old.model.mlp.w1, old.model.mlp.w2, *old.model.mlp.moments[0])} == {np.dtype(np.float64)}
+    assert old.model.mlp._hidden(np.ones((1, 8))).dtype == np.float64
+    assert old.predict("dull boring")[0] == "rotten" and old.model.mlp.seen == 30
 
 
 def test_a_learner_catching_up_takes_a_step_per_64_labels_and_goes_back_to_one(tmp_path):
