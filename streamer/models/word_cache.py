@@ -3,10 +3,12 @@
 A BERT-style tokenizer (WordPiece or word-level model; BERT normaliser, lower-casing, accents; BERT or
 whitespace pre-tokenizer) never lets a token cross whitespace, so a text's ids are its words' ids one after
 the other. Words repeat (a stream of tweets or tickets reuses a few tens of thousands), so each distinct word
-goes through the Rust tokenizer once and is then a dictionary lookup: about 7-8 µs a tweet on one core
-against 51-57 for ``encode_batch_fast`` on one thread (measured together, batches of 256 and 1,024). Texts
-holding a character that Python splits on and the tokenizer does not (``\\x0b``, ``\\x0c``,
-``\\x1c``-``\\x1f``, ``\\x85``) go through the tokenizer whole.
+goes through the Rust tokenizer once and is then found by its bytes (:mod:`streamer.models.byte_words`). Words
+looked up by name were 6-8x faster than ``encode_batch_fast`` on one thread (7-8 against 51-57 µs a tweet, measured
+together, batches of 256 and 1,024); by their bytes they are 1.8-1.9x faster again (10.1-10.8 against 19.3-19.7 µs
+a tweet on a slower day, measured together on 20,480 tweets, warm). Texts holding a character that Python
+splits on and the tokenizer does not (``\\x0b``, ``\\x0c``, ``\\x1c``-``\\x1f``, ``\\x85``) go through the
+tokenizer whole; texts holding other non-ASCII whitespace are split in Python.
 
 :func:`word_cache_for` says whether a tokenizer qualifies, from its configuration, and checks it on probe texts;
 any other tokenizer (byte-level BPE, SentencePiece: a token carries its leading space) is used as it is.
@@ -31,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from streamer.models.byte_words import ByteWords
+
 log = logging.getLogger(__name__)
 
 #: normalisers and pre-tokenizers that never join or split across whitespace
@@ -40,6 +44,10 @@ _WORD_PRE_TOKENIZERS = frozenset({"BertPreTokenizer", "Whitespace", "WhitespaceS
 _WORD_MODELS = frozenset({"WordPiece", "WordLevel"})
 #: characters Python's ``str.split`` splits on where the BERT normaliser does not
 _NOT_TOKENIZER_SPACE = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
+#: characters ``str.split`` splits on besides ASCII space, tab, newline and carriage return: texts holding one are
+#: split in Python, not as bytes (:mod:`streamer.models.byte_words`)
+_OTHER_SPACE = re.compile("[\x0b\x0c\x1c-\x1f\x85\xa0\u1680\u2000-\u200a"
+                          "\u2028\u2029\u202f\u205f\u3000]")
 #: texts whose ids the cache must give as the tokenizer does before it is used
 PROBES = ("Hello, World!  it's   3.14pm\tnaïve café ＡＢＣ 日本語 don't", "@user #tag http://x.co/a?b=1 :-) ...",
           "ÉCOLE\u00a0straße\u2003ŉ İstanbul", "emoji 😀👍🏽 zero\u200bwidth x\u0301y", "a\nb\rc  \u3000 d")
@@ -67,9 +75,9 @@ class WordCache:
     ``max_chars`` characters in all are kept, then the cache starts afresh); ids equal to ``unk_id`` are left out.
     Build it with :func:`word_cache_for`.
 
-    The words' ids lie end to end in one array; a word is a row (where its ids start, how many). A batch is then
-    one dictionary lookup per word, in C (``map``), and a gather in numpy: about 1.6x faster than building each
-    text's list of ids in Python (measured together on 30,000 tweets, warm and cold).
+    The words' ids lie end to end in one array; a word is a row (where its ids start, how many), found by its
+    bytes (:attr:`index`) or by name (:attr:`rows`). A batch is then a few numpy operations on its bytes and a
+    gather: no Python object a known word.
     """
 
     def __init__(self, tokenizer: Any, unk_id: int = -1, max_words: int = 200_000, max_chars: int = 4_000_000) -> None:
@@ -82,6 +90,7 @@ class WordCache:
     def clear(self) -> None:
         """Forget every word."""
         self.rows: dict[str, int] = {}  # word -> row
+        self.index = ByteWords()  # the same rows, by the words' bytes
         self.starts = np.zeros(1024, dtype=np.int64)  # each row's first id in :attr:`flat`
         self.counts = np.zeros(1024, dtype=np.int64)  # each row's number of ids
         self.flat = np.zeros(4096, dtype=np.int64)
@@ -122,32 +131,63 @@ class WordCache:
         self.starts[rows:rows + len(words)] = first + np.cumsum(counts) - counts
         self.counts[rows:rows + len(words)] = counts
         self.rows.update(zip(words, range(rows, rows + len(words))))
+        self.index.add(words)
         self.used += total
         self.chars += sum(map(len, words))
 
-    def tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Every text's token ids end to end, and how many each text has (as the tokenizer gives them, without
-        special and unknown tokens)."""
-        odd = ([k for k, text in enumerate(texts) if _NOT_TOKENIZER_SPACE.search(text)]
-               if _NOT_TOKENIZER_SPACE.search("".join(texts)) else [])  # rare: tokenised whole, spliced in below
-        split = [text.split() for text in texts]
-        for k in odd:
-            split[k] = []
-        words = list(chain.from_iterable(split))
-        rows = list(map(self.rows.get, words))
-        if None in rows:
-            new = list(dict.fromkeys(w for w, r in zip(words, rows) if r is None))
+    def _rows(self, texts: list[str], other: list[int], spoken: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Each word's row and text, in order, words of ``other`` texts left out but those of ``spoken`` ones.
+
+        The texts are one UTF-8 byte array, their words found by their bytes (:class:`ByteWords`); a word not found
+        there is decoded and looked up by name (and tokenised if new). Texts ``spoken`` are split in Python."""
+        plain = list(texts)
+        for k in other:
+            plain[k] = ""
+        raw = "\x1f".join(plain).encode("utf-8", "surrogatepass")  # \x1f: one between texts, none in them now
+        text = np.frombuffer(raw, dtype=np.uint8)
+        words = self.index.words(text)
+        row = self.index.rows_of(words)
+        text_of_word = np.searchsorted(np.flatnonzero(text == 0x1F), words.at)
+        split = [texts[k].split() for k in spoken]
+        other_words = list(chain.from_iterable(split))
+        other_rows = list(map(self.rows.get, other_words))
+        missing = np.flatnonzero(row < 0)
+        if len(missing) or None in other_rows:
+            def decoded(which: np.ndarray) -> list[str]:
+                return [raw[a:a + n].decode("utf-8", "surrogatepass")
+                        for a, n in zip(words.at[which].tolist(), words.lengths[which].tolist())]
+
+            missed = decoded(missing)
+            new = [w for w in dict.fromkeys(chain(missed, other_words)) if w not in self.rows]
             if len(self.rows) + len(new) > self.max_words or self.chars + sum(map(len, new)) > self.max_chars:
                 self.clear()  # a long-tailed stream: start afresh (this batch's words are all kept)
-                new = list(dict.fromkeys(words))
-            self._add(new)
-            rows = list(map(self.rows.__getitem__, words))
-        row = np.array(rows, dtype=np.int64)
+                missing = np.arange(len(row))
+                missed = decoded(missing)
+                new = list(dict.fromkeys(chain(missed, other_words)))
+            if new:  # none when the missed words are known by name (their hashes found other words)
+                self._add(new)
+            row[missing] = list(map(self.rows.__getitem__, missed))
+            other_rows = list(map(self.rows.__getitem__, other_words))
+        if not other_words:
+            return row, text_of_word
+        text_of_word = np.concatenate((text_of_word, np.repeat(spoken, list(map(len, split)))))
+        order = np.argsort(text_of_word, kind="stable")  # the spoken texts' words in their places
+        return np.concatenate((row, other_rows))[order], text_of_word[order]
+
+    def tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every text's token ids end to end, and how many each text has (as the tokenizer gives them, without
+        special and unknown tokens). Texts holding whitespace the tokenizer does not split on are tokenised whole
+        and spliced in (rare)."""
+        joined = "".join(texts)
+        other = (np.unique(np.searchsorted(np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts))),
+                                           [m.start() for m in _OTHER_SPACE.finditer(joined)], side="right")).tolist()
+                 if _OTHER_SPACE.search(joined) else [])  # texts holding whitespace other than " \t\n\r"
+        odd = [k for k in other if _NOT_TOKENIZER_SPACE.search(texts[k])]
+        row, text_of_word = self._rows(texts, other, sorted(set(other) - set(odd)))
         counts = self.counts[row]
         ends = np.cumsum(counts)
         total = int(ends[-1]) if len(ends) else 0
         flat = self.flat[np.repeat(self.starts[row] - ends + counts, counts) + np.arange(total)]
-        text_of_word = np.repeat(np.arange(len(texts)), np.fromiter(map(len, split), dtype=np.int64, count=len(texts)))
         lengths = np.bincount(text_of_word, weights=counts, minlength=len(texts)).astype(np.int64)
         if odd:
             bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
