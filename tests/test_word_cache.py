@@ -82,6 +82,13 @@ def test_words_split_as_bytes_are_those_python_splits():
     assert index.rows_of(words).tolist() == list(range(len(text.split())))
 
 
+def test_a_tokenizer_that_truncates_or_pads_tokenises_whole_texts(minilm):
+    truncating = Tokenizer.from_str(minilm.to_str())
+    truncating.enable_truncation(8)  # words joined for the tokenizer would lose ids past the eighth
+    assert word_cache_for(minilm, minilm.token_to_id("[UNK]")) is not None
+    assert word_cache_for(truncating, minilm.token_to_id("[UNK]")) is None
+
+
 def test_tokenizers_whose_tokens_cross_words_tokenise_whole_texts():
     bpe = Tokenizer(models.BPE({"a": 0, "b": 1, "Ġ": 2, "Ġa": 3}, [("Ġ", "a")]))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

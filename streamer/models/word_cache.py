@@ -106,16 +106,21 @@ class WordCache:
                 for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
     def _encode_words(self, words: list[str], chunk: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-        """The words' ids end to end and how many each word has, the words given to the tokenizer as one
-        pre-split sequence a chunk at a time (about 25 % faster than a batch of one-word texts)."""
+        """The words' ids end to end and how many each word has: the words joined by spaces, a chunk at a time, one
+        text for the tokenizer, each token given to the word its offsets fall in (tokens never cross whitespace
+        here). Faster than the words as one pre-split sequence: 8.1 against 9.7 µs a word at best, 8.8 against 13.6
+        in the median (20,000 words of tweets, the two taken in turn eight times)."""
         flats, counts = [], []
         for start in range(0, len(words), chunk):
-            encoding = self.tokenizer.encode(words[start:start + chunk], is_pretokenized=True, add_special_tokens=False)
+            part = words[start:start + chunk]
+            encoding = self.tokenizer.encode(" ".join(part), add_special_tokens=False)
             ids = np.array(encoding.ids, dtype=np.int64)
             known = ids != self.unk_id
             flats.append(ids[known])  # in word order
-            counts.append(np.bincount(np.array(encoding.word_ids, dtype=np.int64)[known],
-                                      minlength=len(words[start:start + chunk])))
+            word_starts = np.cumsum(np.fromiter(map(len, part), dtype=np.int64, count=len(part)) + 1) - 1
+            token_starts = np.fromiter((a for a, _ in encoding.offsets), dtype=np.int64, count=len(ids))
+            counts.append(np.bincount(np.searchsorted(word_starts, token_starts[known], side="right"),
+                                      minlength=len(part)))
         return np.concatenate(flats), np.concatenate(counts)
 
     def _add(self, words: list[str]) -> None:
@@ -212,7 +217,7 @@ def word_cache_for(tokenizer: Any, unk_id: int = -1) -> WordCache | None:
     """A :class:`WordCache` for ``tokenizer`` when its configuration keeps tokens within words and the cache gives
     its ids on :data:`PROBES`; ``None`` otherwise (tokenise whole texts)."""
     try:
-        if not word_local(tokenizer):
+        if not word_local(tokenizer) or tokenizer.truncation or tokenizer.padding:  # the cache joins words
             return None
     except (ValueError, TypeError, AttributeError):  # a tokenizer without a readable configuration
         return None
