@@ -290,6 +290,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_BROKER_LOST
     if args.role in ("student", "learner"):
+        from threadpoolctl import threadpool_limits
+
         from streamer.observability.metrics import WorkerMetrics
         from streamer.triage import build_triage
         from streamer.triage.checkpoint import CheckpointError
@@ -297,6 +299,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         from streamer.workers.student_logic import StudentLogic
         from streamer.workers.student_worker import StudentWorker
 
+        # a student's matrices are small: a second BLAS thread mostly waits for a core (a catch-up step took
+        # 1.9-3.0 ms on two threads against 0.7 on one while the other core was busy)
+        threadpool_limits(limits=1, user_api="blas")
         learner = args.role == "learner"
         settings = settings.replace(snapshot_interval=args.snapshot_interval)
         if learner:
