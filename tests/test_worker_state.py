@@ -181,7 +181,8 @@ def test_the_resume_assignor_gives_claimed_partitions_back_and_spreads_the_rest(
 
 def test_a_learner_counts_the_labels_waiting_on_every_partition_it_holds(tmp_path):
     """A fetch brings one partition's records at a time: the learner keeps catching up while another partition is
-    still far behind, and returns to a step per label once every partition is near its end."""
+    still far behind, learns a backlog's tail catching up too, and returns to a step per label once at most 256
+    labels wait; a learner keeping up starts catching up only above ``catch_up_labels``."""
     settings = Settings(data_dir=tmp_path, student="nb", warm_start=False, catch_up_labels=2000, catch_up_step=64)
     learner = LearnerWorker(StudentLogic(settings, Catalogue.load(), learner=True))
     parts = [TopicPartition("labels", p) for p in range(4)]
@@ -193,7 +194,11 @@ def test_a_learner_counts_the_labels_waiting_on_every_partition_it_holds(tmp_pat
     assert learner.learning_step({parts[0]: tail}) == 64
     learner.logic.state.label_offsets.update({1: 24_900, 2: 24_950, 3: 25_000})
     assert learner.waiting({parts[0]: tail}) == 1_500 + 100 + 50
-    assert learner.learning_step({parts[0]: tail}) == 1
+    assert learner.learning_step({parts[0]: tail}) == 64  # the backlog's tail, still catching up
+    assert learner.learning_step({parts[0]: tail[-100:]}) == 1  # 250 wait: caught up
+    assert learner.learning_step({parts[0]: tail}) == 1  # 1,650 wait: keeping up, below catch_up_labels
+    learner.logic.state.label_offsets.update({1: 20_000})
+    assert learner.learning_step({parts[0]: tail}) == 64  # 6,550 wait
 
 
 class Offset:
