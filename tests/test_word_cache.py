@@ -69,6 +69,10 @@ def test_words_whose_hashes_collide_are_still_told_apart(minilm, monkeypatch):
         assert cache.ids(texts[start:start + 50]) == whole(minilm, texts[start:start + 50], -1)
     assert cache.ids(texts) == whole(minilm, texts, -1)  # from the cache now
     assert len(cache.index.slots) > 2 * cache.index.rows == 2 * len(cache)
+    rows, used = len(cache), cache.used
+    with pytest.raises(ValueError, match="whitespace"):
+        cache._add(["two words"])  # never a word of str.split: refused before anything changes
+    assert (len(cache), cache.index.rows, cache.used) == (rows, rows, used)
 
 
 def test_words_split_as_bytes_are_those_python_splits():

@@ -42,12 +42,12 @@ _WORD_LOCAL_NORMALIZERS = frozenset({"BertNormalizer", "Lowercase", "NFD", "NFKD
                                      "Strip"})
 _WORD_PRE_TOKENIZERS = frozenset({"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"})
 _WORD_MODELS = frozenset({"WordPiece", "WordLevel"})
+_NOT_TOKENIZER_SPACES = "\x0b\x0c\x1c-\x1f\x85"
 #: characters Python's ``str.split`` splits on where the BERT normaliser does not
-_NOT_TOKENIZER_SPACE = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
+_NOT_TOKENIZER_SPACE = re.compile(f"[{_NOT_TOKENIZER_SPACES}]")
 #: characters ``str.split`` splits on besides ASCII space, tab, newline and carriage return: texts holding one are
 #: split in Python, not as bytes (:mod:`streamer.models.byte_words`)
-_OTHER_SPACE = re.compile("[\x0b\x0c\x1c-\x1f\x85\xa0\u1680\u2000-\u200a"
-                          "\u2028\u2029\u202f\u205f\u3000]")
+_OTHER_SPACE = re.compile(f"[{_NOT_TOKENIZER_SPACES}\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 #: texts whose ids the cache must give as the tokenizer does before it is used
 PROBES = ("Hello, World!  it's   3.14pm\tnaïve café ＡＢＣ 日本語 don't", "@user #tag http://x.co/a?b=1 :-) ...",
           "ÉCOLE\u00a0straße\u2003ŉ İstanbul", "emoji 😀👍🏽 zero\u200bwidth x\u0301y", "a\nb\rc  \u3000 d")
@@ -124,8 +124,9 @@ class WordCache:
         return np.concatenate(flats), np.concatenate(counts)
 
     def _add(self, words: list[str]) -> None:
-        """Tokenise new ``words`` and give each a row."""
+        """Tokenise new ``words`` and give each a row (nothing changes if the tokenizer or the index refuses them)."""
         ids, counts = self._encode_words(words)
+        self.index.add(words)  # checks the words before it changes anything
         first, rows, total = self.used, len(self.rows), len(ids)
         if rows + len(words) > len(self.starts):
             size = max(2 * len(self.starts), rows + len(words))
@@ -136,7 +137,6 @@ class WordCache:
         self.starts[rows:rows + len(words)] = first + np.cumsum(counts) - counts
         self.counts[rows:rows + len(words)] = counts
         self.rows.update(zip(words, range(rows, rows + len(words))))
-        self.index.add(words)
         self.used += total
         self.chars += sum(map(len, words))
 
@@ -183,10 +183,9 @@ class WordCache:
         """Every text's token ids end to end, and how many each text has (as the tokenizer gives them, without
         special and unknown tokens). Texts holding whitespace the tokenizer does not split on are tokenised whole
         and spliced in (rare)."""
-        joined = "".join(texts)
-        other = (np.unique(np.searchsorted(np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts))),
-                                           [m.start() for m in _OTHER_SPACE.finditer(joined)], side="right")).tolist()
-                 if _OTHER_SPACE.search(joined) else [])  # texts holding whitespace other than " \t\n\r"
+        found = [m.start() for m in _OTHER_SPACE.finditer("".join(texts))]  # whitespace other than " \t\n\r"
+        other = (np.unique(np.searchsorted(np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts))), found,
+                                           side="right")).tolist() if found else [])
         odd = [k for k in other if _NOT_TOKENIZER_SPACE.search(texts[k])]
         row, text_of_word = self._rows(texts, other, sorted(set(other) - set(odd)))
         counts = self.counts[row]
