@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from streamer.kafka import KafkaClients
 from streamer.kafka.broker_profile import (EMBEDDED_TIMINGS, KAFKA_LIMITS, KAFKA_TIMINGS, BrokerProfile, probe_broker,
                                            timing_problems)
+from streamer.kafka.partitioner import JavaPartitioner
 from streamer.records.codec import MAX_TEXT_BYTES_LIMIT, internal_record_limit
 from streamer.settings import Settings
 from streamer.triage.snapshot import CHUNK_BYTES, pack_snapshot
@@ -64,6 +67,16 @@ def test_built_clients_carry_the_profile_timing_and_the_durable_producer_setting
     for producer, idempotent in ((kafka_producer, True), (embedded_producer, False)):
         assert producer._sender._acks == -1  # acks=all
         assert (producer._txn_manager is not None) is idempotent
+        assert isinstance(producer._partitioner, JavaPartitioner)
+
+
+def test_keyed_records_go_to_the_partition_every_kafka_client_picks():
+    ours, theirs, rng = JavaPartitioner(), DefaultPartitioner(), random.Random(5)
+    keys = [bytes(rng.randrange(256) for _ in range(rng.randint(0, 64))) for _ in range(20_000)]
+    keys += [f"e{i}".encode() for i in range(5_000)] + [str(i).encode() * 3 for i in range(1_000)]
+    for partitions in ([0], [0, 1, 2, 3], list(range(7)), [2, 5, 9]):
+        assert [ours(k, partitions, partitions) for k in keys] == [theirs(k, partitions, partitions) for k in keys]
+    assert {ours(None, [0, 1, 2, 3], [1]) for _ in range(20)} == {1}  # keyless: an available partition
 
 
 def test_the_embedded_timings_break_kafka_limits_so_they_are_never_the_kafka_defaults():

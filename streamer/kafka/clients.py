@@ -22,6 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from streamer.kafka.broker_profile import BrokerProfile, Timings, probe_broker, timing_problems
+from streamer.kafka.partitioner import JavaPartitioner
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -103,7 +104,7 @@ class KafkaClients:
         delivery_ms = int(1000 * (max(self.settings.broker_timeout, 10.0) + DELIVERY_MARGIN_S))
         return {"linger_ms": PRODUCER_LINGER_MS, "max_batch_size": PRODUCER_MAX_BATCH_BYTES,
                 "compression_type": self.compression, "acks": "all", "enable_idempotence": self.profile.idempotence,
-                "request_timeout_ms": delivery_ms}
+                "request_timeout_ms": delivery_ms, "partitioner": JavaPartitioner()}
 
     def producer(self, **overrides: Any) -> "AIOKafkaProducer":
         from aiokafka import AIOKafkaProducer
