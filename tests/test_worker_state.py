@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 from aiokafka import TopicPartition
 
 from streamer.kafka.resume_assignor import ResumeAssignor, decode_claims
@@ -158,6 +159,29 @@ def test_lag_counts_from_the_committed_offset_and_revoked_partitions_are_forgott
     resumed = FakeConsumer({busy: 900}, {busy: 700})
     asyncio.run(_Rebalance(worker, resumed).on_partitions_assigned({busy}))
     assert resumed.seeks == {busy: 800} and worker.claims() == {busy: 800}  # to be committed at the next commit
+
+
+def test_commits_wait_for_every_record_acknowledged_and_none_after_a_record_is_lost():
+    worker = Member(Settings(), WorkerRuntime(Settings(), WorkerMetrics("student")))
+    tp = TopicPartition("events", 0)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        done, late, lost, also_lost = (loop.create_future() for _ in range(4))
+        done.set_result("acked")
+        worker._acks = [done, late]
+        loop.call_later(0.05, late.set_result, "acked later")
+        await worker.settle_acks()  # returns once the late one is acknowledged too
+        assert late.done() and worker._acks == []
+        worker.processed(tp, 41)
+        worker._acks = [done, lost, also_lost]
+        lost.set_exception(ConnectionError("record lost"))
+        also_lost.set_exception(ConnectionError("record lost too"))
+        with pytest.raises(ConnectionError, match="record lost"):
+            await worker.settle_acks()
+        assert worker._processed == {} and also_lost._log_traceback is False  # nothing committed; both failures read
+
+    asyncio.run(scenario())
 
 
 def test_the_resume_assignor_gives_claimed_partitions_back_and_spreads_the_rest():

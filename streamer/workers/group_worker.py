@@ -125,9 +125,15 @@ class GroupWorker(ABC):
         producer); raises when one was not delivered."""
         acks, self._acks = self._acks, []
         try:
-            await asyncio.gather(*acks)
+            # one by one, in order: most are done by now, and a done one is read without a wait or a loop callback
+            # (gather put a callback on every record's future: about 7 % of a predictor's time)
+            for ack in acks:
+                await ack
         except Exception:
             self._processed.clear()  # a record was not delivered: commit nothing more, reprocess after restart
+            for ack in acks:  # the other failures are known too: no "exception never retrieved" at exit
+                if ack.done() and not ack.cancelled():
+                    ack.exception()
             raise
 
     async def commit(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition] | None = None) -> bool:
