@@ -4,11 +4,18 @@ written before the network half existed (or before it was float32) still loads a
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 
 from streamer.models.embedding_student import EmbeddingMLP, EmbeddingSoftmax, EmbeddingStudent
-from streamer.models.embeddings import StaticEmbeddings
+from streamer.models.embeddings import StaticEmbeddings, word_cache_of
+from streamer.records import Catalogue
+from streamer.settings import Settings
+from streamer.triage.policies import FixedPolicy
+from streamer.triage.router import Feedback, Triage
+from streamer.triage.snapshot import SnapshotAssembler, decode_chunk, open_snapshot, pack_snapshot, pickle_snapshot
+from streamer.workers.student_logic import StudentLogic
 
 
 def test_the_network_half_separates_what_the_linear_half_cannot():
@@ -144,3 +151,30 @@ def test_a_learner_catching_up_takes_a_step_per_64_labels_and_goes_back_to_one(t
     eights.learn_many(texts[:5], labels[:5])  # 5 labels wait in each head
     eights.learn_many(texts[5:], labels[5:], step=64)
     assert eights.model.head.seen == 300 and not eights.model.head.waiting and eights.model.mlp.steps == 5
+
+
+def test_a_predictor_starts_with_the_words_of_the_learners_snapshot(tmp_path, caplog):
+    """The snapshot carries the learner's word cache; a predictor whose cache is cold takes it when it swaps the
+    snapshot in (on its loop), and refuses words from another tokenizer."""
+    folder = tmp_path / "emb"
+    StaticEmbeddings.write_example(folder, ["[UNK]", "warm", "funny", "dull", "boring", "film", "!"], dims=8)
+    learner = Triage(EmbeddingStudent(StaticEmbeddings.load(folder)), FixedPolicy(0.5), warmup_labels=0)
+    texts = ["warm funny film!", "dull boring film", "warm warm x", "boring! film"] * 10
+    learner.learn_many([Feedback(t, "fresh" if "warm" in t else "rotten", None, 0.5, 1.0, "warmup") for t in texts])
+    cache = word_cache_of(learner.student)
+    known = len(cache)
+    packed = pack_snapshot(pickle_snapshot(learner, {0: 40}), version=40, student="embed-nb", key=b"k")
+    snapshot = open_snapshot([SnapshotAssembler().add(decode_chunk(v)) for _, v in packed][-1], b"k")
+    assert len(snapshot.words) == known == 8
+
+    cache.clear()  # a fresh predictor (the process shares one cache per embeddings folder)
+    predictor = StudentLogic(Settings(data_dir=tmp_path, learning="learner"), Catalogue.load(), snapshot.triage)
+    predictor.offer_triage(snapshot.triage, snapshot.words)
+    predictor._take_offered_triage()
+    assert len(cache) == known and predictor.triage is snapshot.triage
+
+    cache.clear()
+    with caplog.at_level("WARNING"):
+        predictor.offer_triage(snapshot.triage, replace(snapshot.words, tokenizer="another"))
+        predictor._take_offered_triage()
+    assert len(cache) == 0 and "not taken" in caplog.text

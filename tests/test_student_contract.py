@@ -17,6 +17,7 @@ from streamer.models.student import Student
 from streamer.settings import Settings
 from streamer.tasks import TASKS, Task
 from streamer.triage import build_triage, triage_config
+from streamer.models.embeddings import word_cache_of
 from streamer.triage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from streamer.triage.router import Feedback
 from streamer.triage.snapshot import SnapshotAssembler, decode_chunk, open_snapshot, pack_snapshot, pickle_snapshot
@@ -152,6 +153,8 @@ def test_a_snapshot_serves_the_same_answers_and_the_learner_goes_on(task_kind):
     loaded = open_snapshot([assembler.add(decode_chunk(v)) for _, v in records][-1], key)
     probes = [ex.text for ex in examples[150:]]
     assert loaded.version == 150 and loaded.label_offsets == {0: 150}
+    cache = word_cache_of(triage.student)  # the words its tokenizer met ride along, for a predictor's cold cache
+    assert (len(loaded.words) == len(cache) > 0) if cache is not None else loaded.words is None
     assert [r.label for r in loaded.triage.route_many(probes)] == [r.label for r in triage.route_many(probes)]
     assert loaded.triage.policy.threshold == triage.policy.threshold
     # publishing leaves the learner's own student whole: it learns on exactly as before

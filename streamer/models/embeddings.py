@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from streamer.models.word_cache import word_cache_for
+from streamer.models.word_cache import WordCache, word_cache_for
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,13 @@ class StaticEmbeddings:
         return table
 
 
+def word_cache_of(student: Any) -> WordCache | None:
+    """The word cache of the static embeddings ``student`` reads (its own or its model's); ``None`` for a student
+    without them or a tokenizer without a word cache."""
+    embeddings = getattr(student, "embeddings", None) or getattr(getattr(student, "model", None), "embeddings", None)
+    return embeddings.word_cache if isinstance(embeddings, StaticEmbeddings) else None
+
+
 def read_embeddings_meta(folder: Path) -> dict[str, Any]:
     path = Path(folder) / META_FILE
     if not (path.is_file() and (Path(folder) / "model.safetensors").is_file()):
@@ -259,4 +266,4 @@ def ensure_embeddings(teacher_ref: str, data_dir: Path, *, progress: bool = True
 
 
 __all__ = ["EMBEDDINGS_DIR", "EmbeddingsError", "StaticEmbeddings", "Tokens", "distill_embeddings", "embeddings_folder",
-           "ensure_embeddings"]
+           "ensure_embeddings", "word_cache_of"]

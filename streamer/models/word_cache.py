@@ -25,9 +25,12 @@ any other tokenizer (byte-level BPE, SentencePiece: a token carries its leading 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
+from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 from typing import Any
 
@@ -70,6 +73,36 @@ def word_local(tokenizer: Any) -> bool:
             and set(_types(config.get("pre_tokenizer"), "pretokenizers")) <= _WORD_PRE_TOKENIZERS)
 
 
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """``values`` (none negative) in the smallest unsigned integer type that holds them: a snapshot's word ids in
+    2 bytes each for a vocabulary below 65,536 tokens."""
+    top = int(values.max()) if len(values) else 0
+    return values.astype(np.uint16 if top < 1 << 16 else np.uint32 if top < 1 << 32 else np.uint64)
+
+
+@dataclass(frozen=True)
+class WordList:
+    """A word cache's words and their ids, as a learner's snapshot carries them to predictors
+    (:meth:`WordCache.export`, :meth:`WordCache.absorb`): the words' UTF-8 bytes end to end, each word's length in
+    bytes and number of ids, the ids end to end, and the fingerprint of the tokenizer that gave them."""
+
+    tokenizer: str
+    data: np.ndarray
+    lengths: np.ndarray
+    counts: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def words(self) -> list[str]:
+        """The words, in order."""
+        n = len(self.lengths)
+        spaced = np.full(len(self.data) + n, 0x20, dtype=np.uint8)  # a space after each word (none holds one)
+        spaced[np.arange(len(self.data)) + np.repeat(np.arange(n), self.lengths)] = self.data
+        return spaced[:-1].tobytes().decode("utf-8", "surrogatepass").split(" ") if n else []
+
+
 class WordCache:
     """Token ids of texts by words, each distinct word tokenised once (up to ``max_words`` words of
     ``max_chars`` characters in all are kept, then the cache starts afresh); ids equal to ``unk_id`` are left out.
@@ -100,6 +133,46 @@ class WordCache:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """Which tokenizer gave the ids (a hash of its whole configuration, vocabulary included)."""
+        return hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest()[:32]
+
+    def export(self) -> WordList:
+        """Every word and its ids, for another process's cache of the same tokenizer (a few ms for 60,000 words)."""
+        n = len(self.rows)
+        return WordList(self.fingerprint, self.index.data[:self.index.used].copy(), _narrow(self.index.lengths[:n]),
+                        _narrow(self.counts[:n]), _narrow(self.flat[:self.used]))
+
+    def absorb(self, words: WordList, check: int = 32) -> int:
+        """Take the words of ``words`` this cache lacks, with their ids (no tokenizing), as many as its limits allow;
+        how many it took. Raises ``ValueError`` when they come from another tokenizer, are malformed, or the first
+        ``check`` new ones are not what the tokenizer gives."""
+        if words.tokenizer != self.fingerprint:
+            raise ValueError("the words come from another tokenizer")
+        names = words.words()
+        all_counts = words.counts.astype(np.int64)
+        if len(names) != len(words) or len(all_counts) != len(words) or int(all_counts.sum()) != len(words.ids):
+            raise ValueError("malformed word list")
+        new = np.array([k for k, name in enumerate(names) if name not in self.rows], dtype=np.int64)
+        room = max(self.max_words - len(self.rows), 0)
+        sizes = np.fromiter((len(names[k]) for k in new.tolist()), dtype=np.int64, count=len(new))
+        new = new[:min(room, int(np.searchsorted(np.cumsum(sizes), self.max_chars - self.chars, side="right")))]
+        if not len(new):
+            return 0
+        counts = all_counts[new]
+        ends = np.cumsum(counts)
+        starts = (np.cumsum(all_counts) - all_counts)[new]
+        ids = words.ids[np.repeat(starts - ends + counts, counts) + np.arange(int(ends[-1]))].astype(np.int64)
+        chosen = [names[k] for k in new.tolist()]
+        probe = chosen[:check]
+        expected_ids, expected_counts = self._encode_words(probe)
+        if (not np.array_equal(expected_counts, counts[:len(probe)])
+                or not np.array_equal(expected_ids, ids[:int(expected_counts.sum())])):
+            raise ValueError("the words' ids are not this tokenizer's")
+        self._add(chosen, ids, counts)
+        return len(chosen)
+
     def _encode(self, texts: list[str]) -> list[list[int]]:
         unk = self.unk_id
         return [[i for i in e.ids if i != unk]
@@ -123,9 +196,11 @@ class WordCache:
                                       minlength=len(part)))
         return np.concatenate(flats), np.concatenate(counts)
 
-    def _add(self, words: list[str]) -> None:
-        """Tokenise new ``words`` and give each a row (nothing changes if the tokenizer or the index refuses them)."""
-        ids, counts = self._encode_words(words)
+    def _add(self, words: list[str], ids: np.ndarray | None = None, counts: np.ndarray | None = None) -> None:
+        """Give new ``words`` a row each, with their ``ids`` end to end and ``counts`` (tokenised here when not
+        given); nothing changes if the tokenizer or the index refuses them."""
+        if ids is None or counts is None:
+            ids, counts = self._encode_words(words)
         self.index.add(words)  # checks the words before it changes anything
         first, rows, total = self.used, len(self.rows), len(ids)
         if rows + len(words) > len(self.starts):
@@ -228,4 +303,4 @@ def word_cache_for(tokenizer: Any, unk_id: int = -1) -> WordCache | None:
     return cache
 
 
-__all__ = ["PROBES", "WordCache", "word_cache_for", "word_local"]
+__all__ = ["PROBES", "WordCache", "WordList", "word_cache_for", "word_local"]

@@ -2,7 +2,8 @@
 
 A snapshot is the learner's triage as predictors need it (:meth:`Triage.serving`: the student
 without its learning-only state, the threshold policy), its version (the labels the student has
-learned), and the ``labels`` offsets it has learned up to. It is pickled, compressed (zlib), and
+learned), the ``labels`` offsets it has learned up to, and the words its tokenizer has met with their
+ids (:class:`~streamer.models.word_cache.WordList`: a fresh predictor starts with a warm word cache). It is pickled, compressed (zlib), and
 authenticated with an HMAC-SHA256 checked before anything is unpickled, since a pickle runs code:
 a record written by anyone without the key is refused. It travels as chunks of at most
 ``chunk_bytes`` (default 512 KiB, far below Kafka's 1 MiB record limit), keyed ``chunk-<i>`` so
@@ -40,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from streamer.models.embeddings import word_cache_of
+from streamer.models.word_cache import WordList
 from streamer.triage.router import Triage
 
 if TYPE_CHECKING:
@@ -104,6 +107,8 @@ class Snapshot:
     config: dict[str, Any] = field(default_factory=dict)
     created_ms: int = 0
     size: int = 0
+    #: the learner's word cache (words and their token ids), for a predictor to start warm
+    words: WordList | None = None
 
 
 @dataclass
@@ -148,9 +153,13 @@ class SnapshotSchedule:
 
 
 def pickle_snapshot(triage: Triage, label_offsets: dict[int, int], config: dict[str, Any] | None = None) -> bytes:
-    """The snapshot's body (run where the triage lives, between two learning steps: quick, a few ms)."""
+    """The snapshot's body (run where the triage lives, between two learning steps: quick, a few ms), with the
+    words the student's tokenizer has met and their ids when it has a word cache: a fresh predictor takes them
+    instead of tokenising each anew (a fifth of its time in its first pass over a stream)."""
+    cache = word_cache_of(triage.student)
     return pickle.dumps({"format": FORMAT_VERSION, "triage": triage.serving(), "label_offsets": dict(label_offsets),
-                         "config": dict(config or {})}, protocol=pickle.HIGHEST_PROTOCOL)
+                         "config": dict(config or {}), "words": cache.export() if cache is not None else None},
+                        protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _mac(key: bytes, snapshot_id: str, version: int, student: str, created_ms: int, body: bytes) -> str:
@@ -226,9 +235,11 @@ def open_snapshot(packed: PackedSnapshot, key: bytes) -> Snapshot:
                             f"STREAMER_LABEL_KEY (or, without one, the data directory's checkpoint key); not loaded")
     try:
         state = pickle.loads(zlib.decompress(packed.body))  # noqa: S301 - authenticated above
+        words = state.get("words")
         snapshot = Snapshot(state["triage"], packed.version,
                             {int(p): int(o) for p, o in state["label_offsets"].items()},
-                            dict(state.get("config", {})), packed.created_ms, len(packed.body))
+                            dict(state.get("config", {})), packed.created_ms, len(packed.body),
+                            words if isinstance(words, WordList) else None)
     except Exception as exc:  # noqa: BLE001 - any failure to load means the same thing
         raise SnapshotError(f"snapshot {packed.version} does not load ({exc!r})") from exc
     if not isinstance(snapshot.triage, Triage):

@@ -36,7 +36,8 @@ from streamer.settings import Settings
 from streamer.tasks import get_task
 from streamer.triage import Triage, build_triage, triage_config
 from streamer.triage.router import Feedback, Route
-from streamer.models.embeddings import EmbeddingsError
+from streamer.models.embeddings import EmbeddingsError, word_cache_of
+from streamer.models.word_cache import WordCache, WordList
 from streamer.triage.checkpoint import (Checkpoint, CheckpointError, lock_checkpoint, read_checkpoint,
                                         serialize_checkpoint, write_checkpoint_bytes)
 from streamer.triage.policies import REASON_AUDIT, REASON_CALIBRATION, REASON_LOW_CONFIDENCE, REASON_WARMUP
@@ -197,6 +198,7 @@ class StudentLogic:
         #: a learner's policy is told of the stream's confidences through the labels (it routes nothing)
         self.learner = learner
         self._offered: Triage | None = None  # a snapshot's triage, routing from the next batch on
+        self._offered_words: WordList | None = None  # and the learner's words, for a cold word cache
         self.settings = settings
         self.task = get_task(settings.task)
         self.state = StudentState(settings, triage)
@@ -355,17 +357,35 @@ class StudentLogic:
             self.metrics.labels_rejected.labels(reason="processing_error").inc()
             return 0
 
-    def offer_triage(self, triage: Triage) -> None:
+    def offer_triage(self, triage: Triage, words: WordList | None = None) -> None:
         """Route with ``triage`` from the next batch on (a predictor loading a learner's snapshot, which may arrive
-        while a batch is being sent: its events keep the route and the version they were decided with)."""
+        while a batch is being sent: its events keep the route and the version they were decided with); ``words``:
+        the learner's word cache, taken then by a word cache holding less than half as many words."""
+        self._offered_words = words
         self._offered = triage
 
     def _take_offered_triage(self) -> None:
         triage, self._offered = self._offered, None
+        words, self._offered_words = self._offered_words, None
         if triage is not None:
             triage.reseed()  # its own audit draw: predictors loading one snapshot must not audit in step
             self.triage = self.state.triage = triage
             self.metrics.snapshot_version.set(triage.student.version)
+            cache = word_cache_of(triage.student)
+            if words is not None and cache is not None and len(cache) < len(words) // 2:
+                self._absorb(cache, words)
+
+    @staticmethod
+    def _absorb(cache: WordCache, words: WordList) -> None:
+        """Take the learner's words into this process's word cache (here, on the loop that tokenises)."""
+        started = time.perf_counter()
+        try:
+            added = cache.absorb(words)
+        except ValueError as exc:
+            log.warning("the snapshot's words were not taken (%s): new words are tokenised as they come", exc)
+            return
+        log.info("took %d of the learner's %d words into the word cache in %.0f ms", added, len(words),
+                 1e3 * (time.perf_counter() - started))
 
     def note_answered(self, values: Sequence[bytes | None]) -> None:
         """Forget the pending provisional answers of the events these ``labels`` records answer (a predictor,
