@@ -160,7 +160,8 @@ def test_a_predictor_starts_with_the_words_of_the_learners_snapshot(tmp_path, ca
     StaticEmbeddings.write_example(folder, ["[UNK]", "warm", "funny", "dull", "boring", "film", "!"], dims=8)
     learner = Triage(EmbeddingStudent(StaticEmbeddings.load(folder)), FixedPolicy(0.5), warmup_labels=0)
     texts = ["warm funny film!", "dull boring film", "warm warm x", "boring! film"] * 10
-    learner.learn_many([Feedback(t, "fresh" if "warm" in t else "rotten", None, 0.5, 1.0, "warmup") for t in texts])
+    learner.learn_many([Feedback(text, "fresh" if "warm" in text else "rotten", None, 0.5, 1.0, "warmup")
+                        for text in texts])
     cache = word_cache_of(learner.student)
     known = len(cache)
     packed = pack_snapshot(pickle_snapshot(learner, {0: 40}), version=40, student="embed-nb", key=b"k")

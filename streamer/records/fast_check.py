@@ -2,7 +2,7 @@
 the schema accepts, in a third of the full validator's time.
 
 fastjsonschema (the full validator) copies the value's keys into a set and walks them one by one, ready to say
-what is wrong: 3.5 µs for a ``labels`` record, a tenth of what the learner spends on a label. Almost every
+what is wrong: 3.5-6.5 µs for a ``labels`` record, a tenth of what the learner spends on a label. Almost every
 record is right, so :func:`compile_check` turns a schema into one expression of exact type tests, key-set
 comparisons and bounds; :meth:`~streamer.records.catalogue.TopicSpec.validate` asks it first and runs the full
 validator (which names the error) only when it does not say yes. It covers the keywords the catalogue uses

@@ -88,7 +88,8 @@ class StudentWorker(GroupWorker):
         if not self.predictor:
             return [("follow-labels", self.follow_labels())]
         follower = SnapshotFollower(self.clients, self.names[SNAPSHOTS], snapshot_key(self.settings),
-                                    lambda snapshot: self.logic.offer_triage(snapshot.triage, snapshot.words), self._start)
+                                    lambda snapshot: self.logic.offer_triage(snapshot.triage, snapshot.words),
+                                    self._start)
         tasks: list[tuple[str, Any]] = [("follow-snapshots", follower.run())]
         if self.settings.teacher_timeout > 0:  # provisional answers wait for the teacher's: read which came
             tasks.append(("follow-answers", self.follow_labels(answers_only=True)))
