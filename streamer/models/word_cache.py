@@ -80,6 +80,17 @@ def _narrow(values: np.ndarray) -> np.ndarray:
     return values.astype(np.uint16 if top < 1 << 16 else np.uint32 if top < 1 << 32 else np.uint64)
 
 
+def _spans(flat: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The pieces ``flat[start:start + count]`` end to end, in one gather.
+
+    >>> _spans(np.array([5, 6, 7, 8, 9]), np.array([3, 0]), np.array([2, 1])).tolist()
+    [8, 9, 5]
+    """
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
+    return flat[np.repeat(starts - ends + counts, counts) + np.arange(total)]
+
+
 @dataclass(frozen=True)
 class WordList:
     """A word cache's words and their ids, as a learner's snapshot carries them to predictors
@@ -161,9 +172,7 @@ class WordCache:
         if not len(new):
             return 0
         counts = all_counts[new]
-        ends = np.cumsum(counts)
-        starts = (np.cumsum(all_counts) - all_counts)[new]
-        ids = words.ids[np.repeat(starts - ends + counts, counts) + np.arange(int(ends[-1]))].astype(np.int64)
+        ids = _spans(words.ids, (np.cumsum(all_counts) - all_counts)[new], counts).astype(np.int64)
         chosen = [names[k] for k in new.tolist()]
         probe = chosen[:check]
         expected_ids, expected_counts = self._encode_words(probe)
@@ -264,9 +273,7 @@ class WordCache:
         odd = [k for k in other if _NOT_TOKENIZER_SPACE.search(texts[k])]
         row, text_of_word = self._rows(texts, other, sorted(set(other) - set(odd)))
         counts = self.counts[row]
-        ends = np.cumsum(counts)
-        total = int(ends[-1]) if len(ends) else 0
-        flat = self.flat[np.repeat(self.starts[row] - ends + counts, counts) + np.arange(total)]
+        flat = _spans(self.flat, self.starts[row], counts)
         lengths = np.bincount(text_of_word, weights=counts, minlength=len(texts)).astype(np.int64)
         if odd:
             bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
