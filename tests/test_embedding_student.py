@@ -8,8 +8,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from streamer.models.embedding_student import EmbeddingMLP, EmbeddingSoftmax, EmbeddingStudent
-from streamer.models.embeddings import StaticEmbeddings, word_cache_of
+import pytest
+
+from streamer.models.embedding_student import (BIGRAM_BUCKETS, EmbeddingMLP, EmbeddingSoftmax, EmbeddingStudent,
+                                             TokenNaiveBayes)
+from streamer.models.embeddings import StaticEmbeddings, Tokens, word_cache_of
 from streamer.records import Catalogue
 from streamer.settings import Settings
 from streamer.triage.policies import FixedPolicy
@@ -32,6 +35,29 @@ def test_the_network_half_separates_what_the_linear_half_cannot():
     accuracy = {name: float((head.probabilities(X[5000:]).argmax(axis=1) == y[5000:]).mean())
                 for name, head in (("linear", linear), ("network", network))}
     assert accuracy["network"] > 0.9 and accuracy["linear"] < 0.65, accuracy
+
+
+@pytest.mark.parametrize("texts", [300, 3000])  # 3,000 texts of 3 classes: keys past int32, sorted as int64
+def test_naive_bayes_counts_each_texts_distinct_features_once_per_class(texts):
+    """Learned in one batch, the counts are those of a plain count of each text's distinct tokens and token
+    bigrams (hashed as documented) under its class, whatever the key type the batch is sorted with."""
+    rng = np.random.default_rng(texts)
+    vocabulary = 10
+    token_lists = [rng.integers(0, vocabulary, rng.integers(0, 9)).tolist() for _ in range(texts)]
+    ys = rng.integers(0, 3, texts)
+    nb = TokenNaiveBayes(vocabulary)
+    for _ in range(3):
+        nb.add_class()
+    nb.learn_many(Tokens.of(token_lists), ys)
+    expected = np.zeros((3, vocabulary + BIGRAM_BUCKETS))
+    for ids, y in zip(token_lists, ys):
+        pairs = {vocabulary + (a * 1_000_003 + b) % BIGRAM_BUCKETS for a, b in zip(ids, ids[1:])}
+        for feature in set(ids) | pairs:
+            expected[y, feature] += 1
+    assert np.array_equal(nb.counts, expected)
+    assert np.array_equal(nb.totals, expected.sum(axis=1))
+    assert np.array_equal(nb.class_counts, np.bincount(ys, minlength=3))
+    assert nb.features_seen == int((expected.sum(axis=0) > 0).sum())
 
 
 def test_a_checkpoint_from_before_the_network_half_predicts_as_it_did(tmp_path):

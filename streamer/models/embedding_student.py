@@ -290,11 +290,44 @@ def distinct_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> [a.tolist() for a in distinct_counts(np.array([7, 3, 7, 7]))], [len(a) for a in distinct_counts(np.array([]))]
     ([[3, 7], [1, 3]], [0, 0])
     """
-    ordered = np.sort(keys)
+    return sorted_runs(np.sort(keys))
+
+
+def sorted_runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of the sorted array ``ordered`` and how many times each occurs (no sort).
+
+    >>> [a.tolist() for a in sorted_runs(np.array([3, 7, 7, 7]))]
+    [[3, 7], [1, 3]]
+    """
     edges = np.ones(len(ordered) + 1, dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=edges[1:-1])
     starts = np.flatnonzero(edges)
     return ordered[starts[:-1]], np.diff(starts)
+
+
+def key_type(bound: int) -> type:
+    """The integer type of keys below ``bound``: int32 where it holds them (sorting 60,000 keys of int32 takes 0.6
+    of the time int64 takes), else int64.
+
+    >>> key_type(2**31).__name__, key_type(2**31 + 1).__name__
+    ('int32', 'int64')
+    """
+    return np.int32 if bound <= 2**31 else np.int64
+
+
+def token_occurrences(tokens: Tokens, vocabulary: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every feature of each text, repeats included: its token ids, and its token bigrams hashed into
+    :data:`BIGRAM_BUCKETS` after them. Returns ``(text index, feature)`` pairs.
+
+    >>> rows, features = token_occurrences(Tokens.of([[5, 7, 5], [], [9]]), vocabulary=10)
+    >>> rows.tolist(), [int(f) for f in features if f < 10]
+    ([0, 0, 0, 2, 0, 0], [5, 7, 5, 9])
+    """
+    flat = tokens.flat
+    rows = np.repeat(np.arange(len(tokens.lengths), dtype=np.int64), tokens.lengths)
+    same = rows[:-1] == rows[1:]  # consecutive tokens of one text
+    pairs = vocabulary + (flat[:-1][same] * 1_000_003 + flat[1:][same]) % BIGRAM_BUCKETS
+    return np.concatenate((rows, rows[:-1][same])), np.concatenate((flat, pairs))
 
 
 def token_features(tokens: Tokens, vocabulary: int) -> tuple[np.ndarray, np.ndarray]:
@@ -305,12 +338,10 @@ def token_features(tokens: Tokens, vocabulary: int) -> tuple[np.ndarray, np.ndar
     >>> rows.tolist(), [int(f) for f in features[rows == 0] if f < 10], features[rows == 2].tolist()
     ([0, 0, 0, 0, 2], [5, 7], [9])
     """
-    flat = tokens.flat
-    rows = np.repeat(np.arange(len(tokens.lengths), dtype=np.int64), tokens.lengths)
-    same = rows[:-1] == rows[1:]  # consecutive tokens of one text
-    pairs = vocabulary + (flat[:-1][same] * 1_000_003 + flat[1:][same]) % BIGRAM_BUCKETS
+    rows, features = token_occurrences(tokens, vocabulary)
     width = vocabulary + BIGRAM_BUCKETS
-    keys, _ = distinct_counts(np.concatenate((rows * width + flat, rows[:-1][same] * width + pairs)))
+    kind = key_type(len(tokens.lengths) * width)
+    keys, _ = distinct_counts(rows.astype(kind) * width + features.astype(kind))
     return keys // width, keys % width
 
 
@@ -338,14 +369,19 @@ class TokenNaiveBayes:
     def learn_many(self, tokens: Tokens, ys: np.ndarray) -> None:
         """Learn a batch of texts' labels (``ys``: one class index per text): counts add up, so this is exactly
         one :meth:`learn` per text."""
-        rows, features = token_features(tokens, self.vocabulary)
-        classes = ys[rows]
-        width = self.counts.shape[1]
-        cells, times = distinct_counts(classes * width + features)
-        self.counts[cells // width, cells % width] += times  # each cell once: no np.add.at needed
-        self.totals += np.bincount(classes, minlength=len(self.totals))
+        rows, features = token_occurrences(tokens, self.vocabulary)
+        width, texts = self.counts.shape[1], max(len(tokens.lengths), 1)
+        kind = key_type(self.counts.shape[0] * width * texts)
+        # one sort of (class, feature, text) keys: their distinct values are each text's distinct features, and
+        # those of one (class, feature) cell are next to each other (0.6 of the time of two sorts of int64)
+        triples, _ = distinct_counts((ys.astype(kind)[rows] * width + features.astype(kind)) * texts
+                                     + rows.astype(kind))
+        cells, times = sorted_runs(triples // texts)
+        classes, cell_features = cells // width, cells % width
+        self.counts[classes, cell_features] += times  # each cell once: no np.add.at needed
+        self.totals += np.bincount(classes, weights=times, minlength=len(self.totals))
         self.class_counts += np.bincount(ys, minlength=len(self.class_counts))
-        new, _ = distinct_counts(features[~self.known[features]])
+        new, _ = distinct_counts(cell_features[~self.known[cell_features]])
         self.features_seen += len(new)
         self.known[new] = True
 
