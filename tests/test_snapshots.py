@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import pickle
+import zlib
 from dataclasses import replace
 
+import cramjam
+import orjson
 import pytest
 
 from streamer.models.naive_bayes import NaiveBayesStudent
@@ -43,13 +49,15 @@ def test_an_incomplete_snapshot_never_loads():
     assert all(assembler.add(c) is None for c in chunks(triage())[:-1])
 
 
-@pytest.mark.parametrize("tamper", ["body", "version", "key"])
+@pytest.mark.parametrize("tamper", ["body", "version", "key", "codec"])
 def test_a_snapshot_that_fails_authentication_is_refused_before_unpickling(tamper):
     parts = chunks(triage(), key=b"x" * 32 if tamper == "key" else KEY)
     if tamper == "body":
         parts[1] = replace(parts[1], data=bytes([parts[1].data[0] ^ 1]) + parts[1].data[1:])
     if tamper == "version":  # an old snapshot passed off as the newest
         parts = [replace(c, version=c.version + 1000) for c in parts]
+    if tamper == "codec":  # the body read with another codec than it was written with
+        parts = [replace(c, codec="zlib") for c in parts]
     assembler = SnapshotAssembler()
     packed = [assembler.add(c) for c in parts][-1]
     with pytest.raises(SnapshotError, match="fails authentication"):
@@ -76,3 +84,28 @@ def test_the_learner_policy_sees_the_stream_through_the_labels_weights():
     replica = Triage(NaiveBayesStudent(), OnlinePolicy(0.9, audit_rate=0.05), warmup_labels=0)
     replica.learn_many(labels)
     assert len(replica.policy.confidences) == 0  # a replica records its routes as it routes them
+
+
+def test_a_zlib_snapshot_of_an_earlier_learner_still_loads():
+    """Before the codec was named, snapshots were zlib-compressed, their header had no ``codec`` and their MAC
+    covered [id, version, student, created] and the body: a predictor of today loads one of those."""
+    t = triage()
+    body = zlib.compress(pickle_snapshot(t, {0: t.student.version}), 1)
+    head = orjson.dumps(["s1", t.student.version, "nb", 5])
+    mac = hmac.new(KEY, head + b"\0" + body, hashlib.sha256).hexdigest()
+    header = orjson.dumps({"id": "s1", "version": t.student.version, "student": "nb", "chunk": 0, "chunks": 1,
+                           "bytes": len(body), "mac": mac, "created": 5})
+    chunk = decode_chunk(MAGIC + header + b"\n" + body)
+    assert chunk.codec == "zlib"
+    snapshot = open_snapshot(SnapshotAssembler().add(chunk), KEY)
+    assert snapshot.version == t.student.version and snapshot.triage.route("fine").label == "pos"
+
+
+def test_snapshots_are_zstd_and_an_unknown_codec_is_refused_by_name():
+    parts = chunks(triage(), chunk_bytes=1 << 20)
+    assert [c.codec for c in parts] == ["zstd"]
+    assert pickle.loads(cramjam.zstd.decompress(parts[0].data))["format"] == 1
+    header = orjson.dumps({"id": "a", "version": 1, "student": "nb", "chunk": 0, "chunks": 1, "bytes": 1, "mac": "",
+                           "created": 0, "codec": "brotli"})
+    with pytest.raises(SnapshotError, match="'brotli'"):
+        decode_chunk(MAGIC + header + b"\nx")
