@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 
+import orjson
 import pytest
 
-from streamer.commands.bench import bench_student_path, bench_teacher, format_bench
+from streamer.commands.bench import bench_student_path, bench_teacher, count_predictions, format_bench
 from streamer.commands.bench_learning import bench_learning
 from streamer.datasets import load_examples
+from streamer.kafka.topic_io import produce
+from streamer.records import PREDICTIONS
 from streamer.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -18,6 +23,18 @@ def test_teacher_throughput_is_measured_at_each_batch_size(quick_teacher):
     texts = [ex.text for ex in load_examples("rotten_tomatoes", split="stream", limit=64)]
     figures = bench_teacher(quick_teacher, texts, device="cpu", max_length=64, batch_sizes=(1, 4), seconds=0.2)
     assert set(figures) == {"1", "4"} and all(v > 0 for v in figures.values())
+
+
+def test_predictions_are_timed_by_when_they_were_sent_not_when_they_were_read(broker):
+    """Records sent over about a second and read two seconds later, in one burst: the span is the sending's."""
+    settings = Settings(broker=broker.url)
+    began = time.perf_counter()
+    sent = asyncio.run(produce(settings, settings.topics[PREDICTIONS], (orjson.dumps({"id": str(i)}) for i in range(20)),
+                               rate=20.0, progress=False))
+    sending = time.perf_counter() - began  # 19 gaps of 50 ms at least
+    time.sleep(2.0)
+    seen, seconds = asyncio.run(count_predictions(settings, sent, timeout=30.0))
+    assert seen == 20 and 0.9 <= seconds <= sending, (seconds, sending)
 
 
 def test_student_path_answers_every_event_from_a_warm_checkpoint(tmp_path, quick_teacher):

@@ -27,7 +27,7 @@ from streamer.commands.demo import run_demo
 from streamer.commands.training import ensure_teacher
 from streamer.datasets import Example, load_examples
 from streamer.kafka import EmbeddedBroker, free_port
-from streamer.kafka.topic_io import produce, read_topic
+from streamer.kafka.topic_io import produce, read_records
 from streamer.records import EVENTS, PREDICTIONS, ensure_topics
 from streamer.settings import Settings
 from streamer.models.teacher import Teacher
@@ -81,19 +81,14 @@ def warm_student_checkpoint(settings: Settings, examples: list[Example], path: P
 async def count_predictions(settings: Settings, want: int, timeout: float,
                             topics: tuple[str, ...] = (PREDICTIONS,)) -> tuple[int, float]:
     """Read ``topics`` (catalogue names) until ``want`` records in all; returns (count, seconds from the first to
-    the last)."""
-    first = last = None
-    seen = 0
+    the last by the records' timestamps: when the worker sent them, however late this reader reads them)."""
+    stamps: list[int] = []
     done = asyncio.Event()
 
     async def read(topic: str) -> None:
-        nonlocal first, last, seen
-        async for _ in read_topic(settings, settings.topics[topic]):
-            now = time.perf_counter()
-            first = first or now
-            last = now
-            seen += 1
-            if seen >= want:
+        async for record in read_records(settings, settings.topics[topic]):
+            stamps.append(record.timestamp)
+            if len(stamps) >= want:
                 done.set()
                 return
 
@@ -106,7 +101,7 @@ async def count_predictions(settings: Settings, want: int, timeout: float,
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
-    return seen, (last - first) if first and last else 0.0
+    return len(stamps), (max(stamps) - min(stamps)) / 1000 if stamps else 0.0
 
 
 def bench_student_path(settings: Settings, examples: list[Example], events: int, run_dir: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from streamer.datasets import Example
 from streamer.kafka.clients import KafkaClients
@@ -83,12 +83,11 @@ async def produce(settings: Settings, topic: str, values: Iterable[bytes], *, ra
     return sent
 
 
-async def read_topic(settings: Settings, topic: str, *, idle_timeout: float | None = None,
-                     ) -> AsyncIterator[tuple[int, int, bytes | None, bytes | None]]:
-    """Every record of every partition of ``topic`` from the start, outside any consumer group.
-
-    Yields ``(partition, offset, key, value)``; stops after ``idle_timeout`` seconds without a record.
-    """
+async def read_records(settings: Settings, topic: str, *, idle_timeout: float | None = None,
+                       ) -> AsyncIterator[ConsumerRecord]:
+    """Every record of every partition of ``topic`` from the start, outside any consumer group (aiokafka's
+    records: partition, offset, timestamp, key, value, headers); stops after ``idle_timeout`` seconds without a
+    record."""
     consumer = (await KafkaClients.connect(settings, producing=False)).consumer()
     await consumer.start()
     try:
@@ -104,11 +103,18 @@ async def read_topic(settings: Settings, topic: str, *, idle_timeout: float | No
                 idle_since = time.monotonic()
             elif idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
                 return
-            for tp, messages in batches.items():
+            for messages in batches.values():
                 for m in messages:
-                    yield tp.partition, m.offset, m.key, m.value
+                    yield m
     finally:
         await consumer.stop()
+
+
+async def read_topic(settings: Settings, topic: str, *, idle_timeout: float | None = None,
+                     ) -> AsyncIterator[tuple[int, int, bytes | None, bytes | None]]:
+    """:func:`read_records` as ``(partition, offset, key, value)``."""
+    async for m in read_records(settings, topic, idle_timeout=idle_timeout):
+        yield m.partition, m.offset, m.key, m.value
 
 
 async def tail(settings: Settings, topic: str, *, limit: int | None, idle_timeout: float | None,
