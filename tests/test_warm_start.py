@@ -58,6 +58,22 @@ def test_a_fresh_student_learns_the_warm_start_and_only_when_asked(labelled_teac
     assert (cold.warm_labels, cold.predict(text)) == (0, (None, 0.0))
 
 
+@pytest.mark.parametrize("kind", ["embed-nb", "nb"])
+def test_a_warm_start_learned_in_batches_is_the_student_learning_one_by_one_makes(quick_teacher: str, tmp_path: Path,
+                                                                                  kind: str):
+    task = get_task("classify")
+    examples = load_examples("rotten_tomatoes", split="teacher", limit=600)  # more than one warm-start batch
+    texts, labels = [ex.text for ex in examples], [ex.label for ex in examples]
+    batched, one_by_one = (task.new_student(kind, teacher_model=quick_teacher, data_dir=tmp_path / "data")
+                           for _ in range(2))
+    batched.warm_start(texts, labels)
+    for text, label in zip(texts, labels):
+        one_by_one.learn_one(text, label)
+    probes = [ex.text for ex in load_examples("rotten_tomatoes", split="stream", limit=200)]
+    assert [batched.predict(p) for p in probes] == [one_by_one.predict(p) for p in probes]
+    assert (batched.version, batched.warm_labels) == (0, 600)
+
+
 def test_labels_of_an_older_teacher_are_not_used(labelled_teacher: str, tmp_path: Path):
     folder = Path(labelled_teacher) / EMBEDDINGS_DIR
     write_warm_start(folder, ["fine film"], ["fresh"], teacher_version="an-older-teacher", source="test")
