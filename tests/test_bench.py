@@ -29,8 +29,8 @@ def test_predictions_are_timed_by_when_they_were_sent_not_when_they_were_read(br
     """Records sent over about a second and read two seconds later, in one burst: the span is the sending's."""
     settings = Settings(broker=broker.url)
     began = time.perf_counter()
-    sent = asyncio.run(produce(settings, settings.topics[PREDICTIONS], (orjson.dumps({"id": str(i)}) for i in range(20)),
-                               rate=20.0, progress=False))
+    values = (orjson.dumps({"id": str(i)}) for i in range(20))
+    sent = asyncio.run(produce(settings, settings.topics[PREDICTIONS], values, rate=20.0, progress=False))
     sending = time.perf_counter() - began  # 19 gaps of 50 ms at least
     time.sleep(2.0)
     seen, seconds = asyncio.run(count_predictions(settings, sent, timeout=30.0))

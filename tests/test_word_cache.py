@@ -56,7 +56,8 @@ def test_word_ids_are_the_tokenizers_on_every_character_and_random_unicode(minil
 def ascii_words(rng: random.Random, n: int) -> list[str]:
     """Random words of printable ASCII: letters, digits, punctuation, mixed case, some past WordPiece's 100
     characters, some holding added tokens."""
-    alphabets = ["abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"]
+    alphabets = ["abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+                 "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"]
     words = ["[MASK]", "[mask]", "x[SEP]y", "[UNK]", "##ing", "Hello!!!", "a" * 100, "b" * 101, "don't", "U.S.A."]
     for _ in range(n):
         length = rng.choice([1, 2, 3, 5, 8, 13, 40, 120])
@@ -93,7 +94,8 @@ def test_a_piece_longer_than_wordpiece_takes_is_unknown_even_when_the_vocabulary
     tokenizer.normalizer = normalizers.BertNormalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     cache = WordCache(tokenizer, 0)
-    assert [cache.ascii.ids(w) for w in ("x" * 101, "y" * 100)] == whole(tokenizer, ["x" * 101, "y" * 100], 0) == [[], [2]]
+    words = ["x" * 101, "y" * 100]
+    assert [cache.ascii.ids(w) for w in words] == whole(tokenizer, words, 0) == [[], [2]]
 
 
 def test_a_full_cache_starts_afresh_and_still_gives_the_ids(minilm):

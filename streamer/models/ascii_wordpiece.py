@@ -57,7 +57,8 @@ class AsciiWordPiece:
         if (normalizer.get("type"), pre.get("type"), model.get("type")) != ("BertNormalizer", "BertPreTokenizer",
                                                                              "WordPiece"):
             return None
-        return cls(tokenizer, unk_id, bool(normalizer.get("lowercase")), int(model.get("max_input_chars_per_word", 100)))
+        return cls(tokenizer, unk_id, bool(normalizer.get("lowercase")),
+                   int(model.get("max_input_chars_per_word", 100)))
 
     def ids(self, word: str) -> list[int] | None:
         """The ids of ``word`` (no whitespace in it), or ``None`` when the shortcut does not take it."""

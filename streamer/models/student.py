@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from streamer.models.embeddings import StaticEmbeddings
     from streamer.models.warm_start import WarmStart
 
+#: Texts learned in one call of a warm start (a label a step still: the student is the one learning them one by one
+#: makes; the embedding student tokenises, embeds and counts each call's texts at once)
+WARM_START_BATCH = 256
+
 
 @runtime_checkable
 class Student(Protocol):
@@ -185,10 +189,6 @@ def most_probable(joint_log_likelihood: Mapping[str, float]) -> tuple[str | None
     best = joint_log_likelihood[label]
     return label, 1.0 / sum(math.exp(v - best) for v in joint_log_likelihood.values())
 
-
-#: Texts learned in one call of a warm start (a label a step still: the student is the one learning them one by one
-#: makes; the embedding student tokenises, embeds and counts each call's texts at once)
-WARM_START_BATCH = 256
 
 #: Feature buckets of every student: memory stays bounded however many distinct words a stream brings.
 FEATURE_BUCKETS = 2**20

@@ -4,8 +4,9 @@ A snapshot is the learner's triage as predictors need it (:meth:`Triage.serving`
 without its learning-only state, the threshold policy), its version (the labels the student has
 learned), the ``labels`` offsets it has learned up to, and the words its tokenizer has met with
 their ids (:class:`~streamer.models.word_cache.WordList`: a fresh predictor starts with a warm word
-cache). It is pickled, compressed (zstd; snapshots of earlier learners, zlib, still load), and authenticated with an HMAC-SHA256 checked before
-anything is unpickled, since a pickle runs code: a record written by anyone without the key is refused. It travels as chunks of at most
+cache). It is pickled, compressed (zstd; snapshots of earlier learners, zlib, still load), and
+authenticated with an HMAC-SHA256 checked before anything is unpickled, since a pickle runs code: a
+record written by anyone without the key is refused. It travels as chunks of at most
 ``chunk_bytes`` (default 512 KiB, far below Kafka's 1 MiB record limit), keyed ``chunk-<i>`` so
 a compacted topic keeps the newest chunk of each index. Each chunk carries the snapshot's id,
 version and chunk count; :class:`SnapshotAssembler` puts a snapshot together from its chunks in
