@@ -6,6 +6,7 @@ assignor gives claimed partitions back, and a learner counts the labels waiting 
 from __future__ import annotations
 
 import asyncio
+import random
 
 import orjson
 import pytest
@@ -17,6 +18,7 @@ from streamer.records import Catalogue
 from streamer.settings import Settings
 from streamer.workers.group_worker import GroupWorker, _Rebalance
 from streamer.workers.learner_worker import LearnerWorker
+from streamer.workers.recent import RecentKeys
 from streamer.workers.runtime import WorkerRuntime
 from streamer.workers.student_logic import StudentLogic
 from streamer.workers.teacher_logic import Incoming, TeacherLogic
@@ -228,3 +230,16 @@ def test_a_learner_counts_the_labels_waiting_on_every_partition_it_holds(tmp_pat
 class Offset:
     def __init__(self, offset: int) -> None:
         self.offset = offset
+
+
+def test_keys_remembered_a_batch_at_once_are_those_remembered_one_by_one():
+    rng = random.Random(5)
+    for _ in range(200):
+        size = rng.randint(1, 6)
+        batches = [[rng.randint(0, 9) for _ in range(rng.randint(0, 8))] for _ in range(4)]
+        one_by_one, batched = RecentKeys(size), RecentKeys(size)
+        for batch in batches:
+            for key in batch:
+                one_by_one.add(key)
+            batched.add_many(batch)
+            assert list(batched) == list(one_by_one) and len(batched) <= size

@@ -25,15 +25,24 @@ class RecentKeys:
     def __init__(self, size: int, keys: Iterable[Hashable] = ()) -> None:
         self.size = size
         self.keys: OrderedDict[Hashable, None] = OrderedDict()
-        for key in keys:
-            self.add(key)
+        self.add_many(keys)
 
     def add(self, key: Hashable) -> None:
         """Remember ``key`` (as the newest, should it be there already); the oldest goes beyond ``size``."""
-        self.keys[key] = None
-        self.keys.move_to_end(key)
-        if len(self.keys) > self.size:
-            self.keys.popitem(last=False)
+        self.add_many((key,))
+
+    def add_many(self, keys: Iterable[Hashable]) -> None:
+        """:meth:`add` for each of ``keys`` in turn (the oldest forgotten once, at the end: the same keys remain).
+
+        >>> recent = RecentKeys(3, "abc"); recent.add_many("dbe"); list(recent)
+        ['d', 'b', 'e']
+        """
+        kept = self.keys
+        for key in keys:
+            kept[key] = None
+            kept.move_to_end(key)
+        while len(kept) > self.size:
+            kept.popitem(last=False)
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self.keys

@@ -337,8 +337,7 @@ class StudentLogic:
                                      record["reason"]))
         if feedback:
             self.triage.learn_many(feedback, record_routes=self.learner, step=step)
-            for label_id in ids:  # remembered once learned: a batch that failed can be learned again label by label
-                self.state.learned_ids.add(label_id)
+            self.state.learned_ids.add_many(ids)  # once learned: a batch that failed can be learned again label by label
             self.metrics.labels_learned.inc(len(feedback))
         return len(feedback)
 
